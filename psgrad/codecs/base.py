@@ -1,0 +1,107 @@
+"""The codec interface: a stateless compressor float32[d] -> bits -> float32[d].
+
+A codec is a small object with hyperparameters fixed at construction and two
+pure functions, ``encode(x, key)`` and ``decode(data, nbits, d, key)``.
+Randomness comes only from ``key`` (see ``Key.stream``), so the decoder on
+another process draws the same numbers as the encoder.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from ..bitstream.bits import check_payload
+from ..bitstream.rng import stream_key
+from ..errors import DecodeError
+
+
+class Key(NamedTuple):
+    """Shared-randomness key of one message: run seed, agent, round (and a sub-stream tag)."""
+
+    seed: int = 0
+    agent: int = 0
+    round: int = 0
+    sub: int = 0
+
+    def stream(self, purpose):
+        """The uint64 stream key for ``purpose`` (an int or a string) under this key."""
+        return stream_key(self.seed, self.agent, (self.round << 16) ^ self.sub, purpose)
+
+    def child(self, sub):
+        """A key for an independent sub-message of the same round (for example a second codec call)."""
+        return self._replace(sub=sub)
+
+
+class Encoded(NamedTuple):
+    """An encoded payload: ``data`` holds exactly ``ceil(nbits / 8)`` bytes, padding bits zero."""
+
+    data: np.ndarray
+    nbits: int
+    info: dict | None = None
+
+
+class Codec:
+    """Base class of all codecs.
+
+    Subclasses set ``name`` and ``unbiased``, take their hyperparameters as
+    keyword arguments with defaults (validated in ``__init__``), and implement
+    ``_encode(x, key) -> (buf, nbits)`` and ``_decode(data, nbits, d, key) -> x_hat``.
+    """
+
+    name = ""
+    unbiased = False
+
+    def omega(self, d):
+        """Variance parameter: ``E||C(x) - x||^2 <= omega ||x||^2`` for unbiased codecs; None if unknown."""
+        return None
+
+    def alpha(self, d):
+        """Contraction: ``||C(x) - x||^2 <= (1 - alpha) ||x||^2`` (in expectation) for biased codecs."""
+        return None
+
+    @property
+    def params(self):
+        """The hyperparameters this codec was built with."""
+        return dict(self._params)
+
+    def __init__(self, **params):
+        self._params = params
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"{self.name}({args})"
+
+    def encode(self, x, key=Key()):
+        """Encode float32 vector ``x`` (never modified); returns ``Encoded``."""
+        x = np.asarray(x)
+        if x.dtype != np.float32 or x.ndim != 1:
+            raise TypeError(f"{self.name}: x must be a 1-d float32 array, got {x.dtype}[{x.ndim}-d]")
+        buf, nbits = self._encode(np.ascontiguousarray(x), key)
+        nbits = int(nbits)
+        return Encoded(buf[: (nbits + 7) // 8], nbits)
+
+    def decode(self, data, nbits, d, key=Key()):
+        """Decode a payload of ``nbits`` bits into a float32 vector of length ``d``.
+
+        Raises ``DecodeError`` for a payload that this codec could not have written.
+        """
+        nbits = int(nbits)
+        data = check_payload(data, nbits)
+        d = int(d)
+        if d < 0:
+            raise DecodeError(f"{self.name}: length must be >= 0, got {d=}")
+        out = self._decode(data, nbits, d, key)
+        if out.shape != (d,) or out.dtype != np.float32:
+            raise AssertionError(f"{self.name}: decoder returned {out.dtype}{out.shape}, expected float32[{d}]")
+        return out
+
+    def _encode(self, x, key):
+        raise NotImplementedError
+
+    def _decode(self, data, nbits, d, key):
+        raise NotImplementedError
+
+
+def expect_bits(name, nbits, expected):
+    """Raise ``DecodeError`` unless a fixed-length payload has exactly ``expected`` bits."""
+    if nbits != expected:
+        raise DecodeError(f"{name}: payload has {nbits} bits, expected {expected}")

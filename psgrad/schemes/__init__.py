@@ -1,0 +1,20 @@
+"""The scheme registry. A scheme takes a codec plus its own keyword parameters."""
+from ..codecs import codec as make_codec
+from ..registry import build
+from .base import Context, Direct, Empty, Scheme, digest
+
+REGISTRY = {
+    "direct": Direct,
+}
+
+
+def scheme(name, codec="fp32", codec_params=None, **params):
+    """Build scheme ``name`` around codec ``codec`` (a name or a Codec instance)."""
+    if isinstance(codec, str):
+        codec = make_codec(codec, **(codec_params or {}))
+    return build("scheme", REGISTRY, name, {"codec": codec, **params})
+
+
+def schemes():
+    """Names of all registered schemes."""
+    return sorted(REGISTRY)
