@@ -135,7 +135,7 @@ class BitWriter:
     def write(self, value, n):
         if self.pos + n > 8 * self.buf.shape[0]:
             raise OverflowError(f"BitWriter: {n} more bits exceed the {8 * self.buf.shape[0]}-bit buffer")
-        self.pos = write_bits(self.buf, self.pos, value, n)
+        self.pos = write_bits(self.buf, self.pos, np.uint64(value), n)
         return self
 
     def write_f32(self, x):
