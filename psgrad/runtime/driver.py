@@ -62,11 +62,14 @@ def run_local(cfg, task, sc, log=print, timings=None):
     recorder.start(server.params)
     timer = RoundTimer(t_setup, timings)
     for t in range(cfg.run.rounds):
-        model = server.model_frame(t)
-        for w in workers:
-            for frame in w.round(t, model):
-                server_receive(server, t, frame, w.rank)
-        server_finish(server, recorder, t)
+        try:
+            model = server.model_frame(t)
+            for w in workers:
+                for frame in w.round(t, model):
+                    server.receive(t, frame, w.rank)
+            recorder.record(*server.finish_round(t), server.params)
+        except Exception as e:
+            raise located(e, None, t)
         timer.tick()
     return recorder.finish([i for w in workers for i in w.info], timer.summary()), server
 
@@ -84,40 +87,29 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None):
         recorder.start(server.params)
         timer = RoundTimer(t_setup, timings)
         for t in range(cfg.run.rounds):
-            model[:] = server.model_frame(t)
-            wait(comm.Ibcast(model, root=0), timeout, f"broadcasting the round-{t} model")
-            for _ in range(len(layout)):
-                status = probe(comm, timeout, t)
-                buf = np.empty(status.Get_count(), np.uint8)
-                comm.Recv(buf, source=status.Get_source(), tag=TAG_UPDATE)
-                server_receive(server, t, buf, status.Get_source())
-            server_finish(server, recorder, t)
+            try:
+                model[:] = server.model_frame(t)
+                wait(comm.Ibcast(model, root=0), timeout, f"broadcasting the round-{t} model")
+                for _ in range(len(layout)):
+                    status = probe(comm, timeout, server)
+                    buf = np.empty(status.Get_count(), np.uint8)
+                    comm.Recv(buf, source=status.Get_source(), tag=TAG_UPDATE)
+                    server.receive(t, buf, status.Get_source())
+                recorder.record(*server.finish_round(t), server.params)
+            except Exception as e:
+                raise located(e, None, t)
             timer.tick()
         infos = [i for part in comm.gather([], root=0) for i in part]
         return recorder.finish(infos, timer.summary()), server
     worker = Worker(cfg, task, sc, rank, hosted(layout, rank))
     for t in range(cfg.run.rounds):
-        wait(comm.Ibcast(model, root=0), timeout, f"waiting for the round-{t} model")
+        # Twice the server's patience: when an agent stalls, the server, which knows who is missing, reports.
+        wait(comm.Ibcast(model, root=0), 2 * timeout, f"waiting for the round-{t} model")
         requests = [comm.Isend(frame, dest=0, tag=TAG_UPDATE) for frame in worker.round(t, model)]
         for req in requests:
             wait(req, timeout, f"sending round {t}")
     comm.gather(worker.info, root=0)
     return None, worker
-
-
-def server_receive(server, t, buf, source):
-    try:
-        server.receive(t, buf, source)
-    except Exception as e:
-        raise located(e, None, t)
-
-
-def server_finish(server, recorder, t):
-    try:
-        row, messages = server.finish_round(t)
-        recorder.record(row, messages, server.params)
-    except Exception as e:
-        raise located(e, None, t)
 
 
 def handshake(comm, cfg):
@@ -147,13 +139,18 @@ def wait(request, timeout, what):
     poll(request.Test, timeout, what)
 
 
-def probe(comm, timeout, t):
+def probe(comm, timeout, server):
     """Wait for the next uplink message from any rank; return its status (source, byte count)."""
     from mpi4py import MPI
 
     status = MPI.Status()
-    poll(lambda: comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_UPDATE, status=status), timeout,
-         f"in round {t} waiting for agents' messages")
+    ready = lambda: comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_UPDATE, status=status)  # noqa: E731
+    try:
+        poll(ready, timeout, "")
+    except PsgradError:
+        missing = server.missing()
+        ranks = sorted({server.agent_rank[a] for a in missing})
+        raise PsgradError(f"timed out after {timeout:g} s waiting for agents {missing} on ranks {ranks}") from None
     return status
 
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from .. import config as config_mod
+from ..plot import plot_runs
 from .accounting import CUMULATIVE_FIELDS, MESSAGE_FIELDS, ROUND_FIELDS
 
 
@@ -79,6 +80,7 @@ class Recorder:
             "timings_s": timings,
         }
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_runs([self.dir], self.dir / "metrics.png")
         self.log(summary_line(summary))
         return summary
 

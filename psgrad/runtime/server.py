@@ -80,12 +80,15 @@ class Server:
     def key(self, agent, t):
         return Key(self.cfg.run.seed, agent, t)
 
+    def missing(self):
+        """Agents whose message of the current round has not arrived yet."""
+        return [a for a in range(self.next_agent, self.n_agents) if a not in self.pending]
+
     # Step 5 -----------------------------------------------------------------
     def finish_round(self, t):
         """Aggregate, step the optimizer, close the round's accounting; return its metrics row."""
         if self.next_agent != self.n_agents:
-            missing = [a for a in range(self.n_agents) if a >= self.next_agent and a not in self.pending]
-            raise WireError(f"round {t} closed without messages from agents {missing}")
+            raise WireError(f"round {t} closed without messages from agents {self.missing()}")
         lr = self.optim.lr(t)
         new_params, self.optim_state = self.optim.step(self.optim_state, self.params, self.acc, t)
         self.model_delta_sq = sqdist(new_params, self.params)
