@@ -61,7 +61,7 @@ def load(name, kind="classification"):
     if name in BUNDLED:
         loader, have = BUNDLED[name]
         if have != kind:
-            raise ConfigError(f"dataset {name!r} is a {have} dataset, a {kind} task needs one of: "
+            raise ConfigError(f"dataset {name!r} is a {have} dataset; valid for a {kind} task: "
                               f"{valid_datasets(kind)}")
         import sklearn.datasets
 
