@@ -49,6 +49,8 @@ class Split(NamedTuple):
 def valid_datasets(kind=None):
     """Names of the bundled datasets (of one kind if given), as a one-line list for error messages."""
     names = sorted(n for n, (_, k) in BUNDLED.items() if kind is None or k == kind)
+    if kind == "regression":
+        names.insert(0, "synthetic")  # linreg's generator
     return ", ".join(names) + ", or a path to a LIBSVM file"
 
 

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,7 +148,8 @@ def test_gradients_are_bit_identical_in_another_process():
     keys = ["cnn_digits", "mlp_digits", "linreg"]
     code = ("import torch; torch.set_num_threads(1); import tests.unit.test_tasks as t; "
             f"print(' '.join(t._grad_digest(k) for k in {keys!r}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.split() == [_grad_digest(k) for k in keys]
 
 
@@ -311,6 +313,19 @@ def test_linreg_f_star_is_the_minimum_of_the_training_objective(changes):
     assert task.evaluate(task.init_params())["suboptimality"] > 1e-3
 
 
+def test_linreg_on_a_libsvm_regression_file_has_an_exact_optimum(tmp_path):
+    from sklearn.datasets import dump_svmlight_file, load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    path = tmp_path / "diabetes.svm"
+    dump_svmlight_file(x[:200], y[:200], str(path))
+    task = make_task(TaskConfig(name="linreg", dataset=str(path), partition="iid"), 3, seed=0)
+    assert task.d == 10 and task.agent_sizes.sum() == 160
+    grad = task._x64.T @ (task._x64 @ task.x_star - task._y64) / len(task._y64)
+    assert np.linalg.norm(grad) < 1e-10
+    assert task.evaluate(task.init_params())["suboptimality"] > 0.1
+
+
 def test_linreg_suboptimality_is_strictly_positive_away_from_the_optimum():
     task = build("linreg")
     v = np.random.default_rng(1).normal(size=task.d)
@@ -372,6 +387,7 @@ def test_evaluate_returns_exactly_the_metric_names():
     (TaskConfig(name="logreg", batch_size=-1), "batch_size must be >= 0"),
     (TaskConfig(name="mlp", hidden=0), "hidden must be >= 1"),
     (TaskConfig(name="linreg", dim=0), "dim must be >= 1"),
+    (TaskConfig(name="linreg", dataset="boston"), "valid: synthetic, diabetes, or a path"),
 ])
 def test_bad_task_configurations_raise_one_line_config_errors(cfg, message):
     with pytest.raises(ConfigError, match=message) as info:
