@@ -274,7 +274,7 @@ def test_minibatch_gradients_are_deterministic_by_round_and_differ_between_round
     task, twin = build(key, batch_size=16), build(key, batch_size=16)
     w = point(task)
     l0, g0 = task.local_grad(1, w, 0)
-    l0b, g0b = task.local_grad(1, w, 0)
+    l0b, g0b = task.local_grad(agent=1, params=w, round=0)
     lt, gt = twin.local_grad(1, w, 0)
     assert g0.tobytes() == g0b.tobytes() == gt.tobytes() and l0 == l0b == lt
     l1, g1 = task.local_grad(1, w, 1)
