@@ -9,6 +9,9 @@ that a field straddling the last word boundary needs no branch on the
 buffer's size; callers check ``pos + n <= end`` themselves (readers of
 variable-length codes below check it for you and raise ``DecodeError``).
 
+``put`` and ``get`` are inlined into their callers at the numba IR level: a
+plain call would pay an atomic reference-count update on the array per field.
+
 ``load_words`` copies a received payload into such a buffer and zeroes every
 bit at or after ``nbits``, so a decoder never sees stray padding and a scan
 for a terminating bit always stops at the buffer's end.
@@ -56,13 +59,13 @@ def load_words(data, nbits):
     return words
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ctz(x):
     """Number of trailing zero bits of a non-zero uint64."""
     return _CTZ[((x & (~x + _ONE)) * _DEBRUIJN) >> np.uint64(58)]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def put(words, pos, value, n):
     """Write the ``n``-bit value ``value`` (``0 <= n <= 64``, ``value < 2**n``) at bit ``pos``; return ``pos + n``."""
     w = pos >> 6
@@ -74,7 +77,7 @@ def put(words, pos, value, n):
     return pos + n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def get(words, pos, n):
     """Read ``n`` bits (``0 <= n <= 64``) at bit ``pos``; return ``(value, pos + n)``. No end check."""
     w = pos >> 6
@@ -251,3 +254,101 @@ def unpack_signs(words, pos, out, magnitude):
     for j in range(rest):
         u[64 * full + j] = mbits | (np.uint32((bits >> np.uint64(j)) & _ONE) << np.uint32(31))
     return pos
+
+
+@njit(cache=True)
+def put_words(words, pos, src, nbits):
+    """Append the first ``nbits`` bits of word array ``src`` (its bit ``i`` is bit ``i % 64`` of word
+    ``i // 64``, bits past ``nbits`` zero) at ``pos``; return ``pos + nbits``. A shifted word copy."""
+    n = (nbits + 63) // 64
+    w = pos >> 6
+    off = pos & 63
+    if off == 0:
+        for k in range(n):
+            words[w + k] = src[k]
+    else:
+        sh = np.uint64(off)
+        back = np.uint64(64 - off)
+        for k in range(n):
+            v = src[k]
+            words[w + k] |= v << sh
+            words[w + k + 1] = v >> back
+    return pos + nbits
+
+
+@njit(cache=True)
+def get_words(words, pos, nbits, dst):
+    """Copy ``nbits`` bits from ``pos`` into word array ``dst`` (aligned at 0, trailing bits zero).
+    The caller checks ``pos + nbits <= end``."""
+    n = (nbits + 63) // 64
+    w = pos >> 6
+    off = pos & 63
+    if off == 0:
+        for k in range(n):
+            dst[k] = words[w + k]
+    else:
+        sh = np.uint64(off)
+        back = np.uint64(64 - off)
+        for k in range(n):
+            dst[k] = (words[w + k] >> sh) | (words[w + k + 1] << back)
+    if nbits & 63:
+        dst[n - 1] &= (_ONE << np.uint64(nbits & 63)) - _ONE
+
+
+@njit(cache=True)
+def pack_fixed(vals, width, out):
+    """Pack ``vals[i] < 2**width`` (``1 <= width <= 32``) as consecutive ``width``-bit fields into the
+    zeroed word array ``out`` from bit 0; return the number of bits."""
+    n = vals.shape[0]
+    w = np.uint64(width)
+    if 64 % width == 0:  # whole fields per word: a fixed inner loop the compiler unrolls
+        per = 64 // width
+        full = n // per
+        for k in range(full):
+            acc = np.uint64(0)
+            for j in range(per):
+                acc |= np.uint64(vals[k * per + j]) << np.uint64(j * width)
+            out[k] = acc
+        acc = np.uint64(0)
+        for j in range(n - full * per):
+            acc |= np.uint64(vals[full * per + j]) << np.uint64(j * width)
+        if n > full * per:
+            out[full] = acc
+        return n * width
+    acc = np.uint64(0)
+    nacc = 0
+    k = 0
+    for i in range(n):
+        v = np.uint64(vals[i])
+        acc |= v << np.uint64(nacc)
+        nacc += width
+        if nacc >= 64:
+            out[k] = acc
+            k += 1
+            nacc -= 64
+            acc = v >> (w - np.uint64(nacc)) if nacc > 0 else np.uint64(0)
+    if nacc > 0:
+        out[k] = acc
+    return n * width
+
+
+@njit(cache=True)
+def unpack_fixed(src, width, out):
+    """Inverse of ``pack_fixed``: fill ``out`` with ``len(out)`` fields of ``width`` bits from word array ``src``."""
+    n = out.shape[0]
+    mask = (_ONE << np.uint64(width)) - _ONE
+    if 64 % width == 0:
+        per = 64 // width
+        for k in range((n + per - 1) // per):
+            v = src[k]
+            for j in range(min(per, n - k * per)):
+                out[k * per + j] = (v >> np.uint64(j * width)) & mask
+        return
+    for i in range(n):
+        p = i * width
+        k = p >> 6
+        off = p & 63
+        v = src[k] >> np.uint64(off)
+        if off + width > 64:
+            v |= src[k + 1] << np.uint64(64 - off)
+        out[i] = v & mask
