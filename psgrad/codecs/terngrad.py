@@ -27,17 +27,33 @@ _DIGITS = np.array([[(v // 3 ** t) % 3 for t in range(5)] for v in range(243)], 
 
 
 @njit(cache=True)
+def _digit(v, t32, r, half):
+    """Base-3 digit of one coordinate: kept (1 or 2 by sign) when its 32 random bits fall below
+    ``|v| / s * 2^32`` (``t32 = 2^32 / s``)."""
+    rnd = np.float64((r >> np.uint64(32 * half)) & np.uint64(0xFFFFFFFF))
+    keep = rnd < abs(np.float64(v)) * t32
+    return np.uint8(0) if not keep else (np.uint8(2) if v < 0 else np.uint8(1))
+
+
+@njit(cache=True)
 def _trits(x, b, scales, key, out):
+    """Draw ``i // 2`` decides coordinates ``i`` (low half) and ``i + 1`` (high half)."""
     d = x.shape[0]
+    t32 = np.empty(scales.shape[0], np.float64)
+    for k in range(scales.shape[0]):
+        t32[k] = 4294967296.0 / np.float64(scales[k]) if scales[k] > 0 else 0.0
+    dig = np.empty(d + 5, np.uint8)
+    for i in range(0, d - 1, 2):
+        r = draw_u64(key, i >> 1)
+        dig[i] = _digit(x[i], t32[i // b], r, 0)
+        dig[i + 1] = _digit(x[i + 1], t32[(i + 1) // b], r, 1)
+    if d & 1:
+        dig[d - 1] = _digit(x[d - 1], t32[(d - 1) // b], draw_u64(key, (d - 1) >> 1), 0)
+    dig[d:] = 0
     for g in range((d + 4) // 5):
-        acc = 0
-        for t in range(min(5, d - 5 * g)):
-            i = 5 * g + t
-            r = np.uint32((draw_u64(key, i >> 1) >> np.uint64(32 * (i & 1))) & np.uint64(0xFFFFFFFF))
-            s = np.float64(scales[i // b])
-            keep = s > 0 and np.float64(r) < abs(np.float64(x[i])) / s * 4294967296.0
-            acc += (0 if not keep else (2 if x[i] < 0 else 1)) * _POW3[t]
-        out[g] = acc
+        j = 5 * g
+        out[g] = dig[j] + np.uint8(3) * dig[j + 1] + np.uint8(9) * dig[j + 2] + np.uint8(27) * dig[j + 3] \
+            + np.uint8(81) * dig[j + 4]
 
 
 @njit(cache=True)
