@@ -243,7 +243,9 @@ def _table(path, rows, speed, d):
              "Rate r = payload bits per coordinate. Error: empirical omega (unbiased codecs) or relative "
              "error after the best scaling (biased). Ratio = error / bound at the same rate, with "
              "omega >= 1/(4^r - 1) (unbiased) and error >= 4^-r (biased); 1 is optimal. "
-             "Each cell: r / ratio.", ""]
+             "Each cell: r / ratio. The bounds hold for the worst input (and, for the unbiased one, "
+             "for inputs uniform on the sphere), so a ratio below 1 on a compressible input (one-hot, "
+             "heavy tails, real gradients) is possible and not a contradiction.", ""]
     if REAL_NOTE:
         lines += [f"Input `{REAL_NOTE}`.", ""]
     lines += ["| codec | kind | " + " | ".join(INPUTS) + " |", "|---|---|" + "---|" * len(INPUTS)]
