@@ -147,7 +147,7 @@ def _read(buf, end, B, m, C, levels, gain_bits, bits, scale):
 # code -> defaults of (m, bits, gain_bits) for the unbiased and the biased variant
 _DEFAULTS = {
     "random": {True: (8, 6, 2), False: (8, 6, 2)},
-    "trellis": {True: (64, 64, 3), False: (4096, 4096, 6)},
+    "trellis": {True: (128, 128, 3), False: (4096, 4096, 6)},
 }
 TRELLIS_STATES = tuple(sorted(CODES))
 
@@ -165,16 +165,19 @@ class Spherical(Codec):
     ``rotation_block``: Hadamard block (power of two). Rate:
     ``(bits + gain_bits) / m`` bits per coordinate plus 32 bits per message
     and the padding to whole blocks. Unset ``m``, ``bits``, ``gain_bits`` take
-    the defaults of the code (random: 8, 6, 2; trellis: 64, 64, 3 unbiased and
-    4096, 4096, 6 biased).
+    the defaults of the code (random: 8, 6, 2; trellis: 128, 128, 3 unbiased and
+    4096, 4096, 6 biased). ``code="auto"`` (default): the trellis code when
+    neither ``m`` nor ``bits`` is given, else the random code.
     """
 
     name = "spherical"
 
-    def __init__(self, m=None, bits=None, unbiased=True, gain_bits=None, rotation_block=4096, code="random",
+    def __init__(self, m=None, bits=None, unbiased=True, gain_bits=None, rotation_block=4096, code="auto",
                  states=8):
+        if code == "auto":  # spherical(m, bits) keeps its meaning: a random code of 2^bits codewords per block
+            code = "trellis" if m is None and bits is None else "random"
         if code not in _DEFAULTS:
-            raise ValueError(f"code must be one of {sorted(_DEFAULTS)}, got {code=}")
+            raise ValueError(f"code must be one of {sorted(_DEFAULTS) + ['auto']}, got {code=}")
         dm, db, dg = _DEFAULTS[code][bool(unbiased)]
         m, bits, gain_bits = (dm if m is None else m), (db if bits is None else bits), (dg if gain_bits is None
                                                                                       else gain_bits)

@@ -89,44 +89,54 @@ def tcq_block(z, levels, label, nxt, codes, decisions, cost, new):
 
     ``codes[t]`` is the ``R``-bit word of sample ``t``; returns the squared error of the path.
     ``decisions`` (``len(z) x states`` uint8), ``cost`` and ``new`` (``states``) are scratch.
+    Path metrics are float32: the search is the encoder's alone, so its rounding never has to be mirrored.
     """
     n = z.shape[0]
     states = label.shape[0]
     per = levels.shape[0] // 4
-    bd = np.empty(4)
-    bj = np.empty(4, np.int64)
-    for s in range(states):
-        cost[s] = np.inf
-    cost[0] = 0.0
     half = states >> 1
+    bd = np.empty(4, np.float32)
+    bj = np.empty(4, np.int64)
+    # the two predecessors of state q are p0 = q >> 1 and p1 = p0 + states/2, both with branch bit q & 1
+    l0 = np.empty(states, np.int64)
+    l1 = np.empty(states, np.int64)
+    for q in range(states):
+        l0[q] = label[q >> 1, q & 1]
+        l1[q] = label[(q >> 1) + half, q & 1]
+    a = np.empty(states, np.float32)
+    c = np.empty(states, np.float32)
+    for s in range(states):
+        a[s] = np.inf
+    a[0] = 0.0
     for t in range(n):
-        _nearest_in_subsets(np.float64(z[t]), levels, per, bd, bj)
-        # the two predecessors of state q are p0 = q >> 1 and p1 = p0 + states/2, both with branch bit q & 1
-        for q in range(states):
-            b = q & 1
-            p0 = q >> 1
-            p1 = p0 + half
-            c0 = cost[p0] + bd[label[p0, b]]
-            c1 = cost[p1] + bd[label[p1, b]]
-            if c1 < c0:
-                new[q] = c1
-                decisions[t, q] = 1
-            else:
-                new[q] = c0
-                decisions[t, q] = 0
-        for q in range(states):
-            cost[q] = new[q]
+        v = z[t]
+        if per == 1:
+            for k in range(4):
+                e = np.float32(v - levels[k])
+                bd[k] = e * e
+        else:
+            _nearest_in_subsets(np.float64(v), levels, per, bd, bj)
+        for q in range(states):  # branch-free add-compare-select
+            c0 = a[q >> 1] + bd[l0[q]]
+            c1 = a[(q >> 1) + half] + bd[l1[q]]
+            pick = c1 < c0
+            c[q] = c1 if pick else c0
+            decisions[t, q] = pick
+        a, c = c, a
     q = 0
     for s in range(1, states):
-        if cost[s] < cost[q]:
+        if a[s] < a[q]:
             q = s
-    total = cost[q]
+    total = a[q]
     for t in range(n - 1, -1, -1):
         b = q & 1
         p = (q >> 1) + half * decisions[t, q]
         k = label[p, b]
-        _nearest_in_subsets(np.float64(z[t]), levels, per, bd, bj)
-        codes[t] = b | (bj[k] << 1)
+        if per == 1:
+            codes[t] = b
+        else:
+            _nearest_in_subsets(np.float64(z[t]), levels, per, bd, bj)
+            codes[t] = b | (bj[k] << 1)
         q = p
     return total
 
