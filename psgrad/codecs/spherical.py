@@ -1,6 +1,10 @@
-"""Spherical compression: rotated blocks, each sent as a gain and the index of its best random codeword.
+"""Spherical compression: rotated blocks, each sent as a gain and the index of its best codeword.
 
-Steps (encoder; the decoder mirrors 1, 2 and 5):
+Two codes. ``code="trellis"`` (the default; ``spherical_trellis.py``):
+trellis-coded quantization of each block, exactly unbiased through a shared
+Haar turn of the blocks. ``code="random"`` (this module; the meaning of
+``spherical(m, bits)``): a fresh random spherical code per round, searched by
+brute force. Steps of the random code (encoder; the decoder mirrors 1, 2 and 5):
 
 1. Rotate ``x`` with the shared randomized Hadamard transform, so every input
    looks like a random point on the sphere; pad the result to ``B`` blocks of ``m``.
