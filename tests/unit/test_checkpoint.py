@@ -11,25 +11,11 @@ from psgrad.errors import ConfigError
 from psgrad.runtime import checkpoint
 from psgrad.runtime.driver import Stopped, build, resolve_workers, run_local
 from psgrad.schemes import digest
+from schemes_under_test import representative_codec
 
-# Codecs in order of preference for exercising a scheme: shared randomness first, then deterministic ones.
-PREFERRED_CODECS = ("qsgd", "randk", "natural_dither", "topk", "fp16", "fp32")
 TASK = ["task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "optim.schedule=cosine", "optim.lr=0.2",
         "run.workers=2", "run.agents_per_worker=2", "run.rounds=10", "run.eval_every=4", "run.digest_every=2",
         "run.log_every=1000"]
-
-
-def representative_codec(scheme_name):
-    """The first preferred codec the scheme accepts at a small dimension."""
-    for name in PREFERRED_CODECS:
-        if name not in psgrad.codecs():
-            continue
-        try:
-            psgrad.scheme(scheme_name, name).init(31)
-        except (ValueError, ConfigError):
-            continue
-        return name
-    raise AssertionError(f"no codec fits scheme {scheme_name}")
 
 
 def make(tmp_path, name, *overrides):
