@@ -4,6 +4,8 @@ import json
 import math
 import os
 import time
+
+import numpy as np
 from pathlib import Path
 
 from .. import config as config_mod
@@ -37,6 +39,7 @@ class Recorder:
         self.infos = []
         self.last = {}
         self.evals = {}
+        self.params = None
         self.t0 = time.perf_counter()
         if resume is None:
             for name in JOURNALS.values():
@@ -90,6 +93,7 @@ class Recorder:
 
     def start(self, params):
         """Row 0: the initial model, before any bit was sent."""
+        self.params = params
         row = {"round": 0, "skipped": 0, "dropped": 0, **dict.fromkeys(ROUND_FIELDS + CUMULATIVE_FIELDS, 0),
                **self._evaluate(params),
                "time_s": 0.0}
@@ -99,6 +103,7 @@ class Recorder:
         t = row["round"]
         self.messages.extend(messages)
         self._journal("messages", messages)
+        self.params = params
         if t % self.cfg.run.eval_every == 0 or t == self.cfg.run.rounds:
             row.update(self._evaluate(params))
         row["time_s"] = time.perf_counter() - self.t0
@@ -139,6 +144,7 @@ class Recorder:
             "timings_s": timings,
         }
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        np.save(self.dir / "model.npy", self.params)
         plot_runs([self.dir], self.dir / "metrics.png")
         self.log(summary_line(summary))
         return summary
