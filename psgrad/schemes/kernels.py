@@ -5,7 +5,8 @@ reductions whose summation order may depend on the build, the CPU or the
 thread count: agent and server run these very loops, so their results agree
 bit for bit. Element-wise results are float32 (the wire type). Reductions
 add float64 products of float32 values (exact) one element at a time, in
-index order.
+index order, except the predictor's moment sums, which use a fixed blocked
+order of float32 lanes (see ``_moments_small``).
 
 The Python wrappers allocate outputs with numpy (large numpy allocations are
 far cheaper than allocations inside numba) and the ``_kernels`` fill them.
@@ -129,7 +130,9 @@ def predict(mem, a, r_hat=None):
 # last whole block one by one in float64. A fixed order, so the result does not depend on the CPU, but
 # with LANES independent sums the loop vectorises without reassociating anything. Error: a float32
 # product rounding plus BLOCK / LANES float32 additions per element, about 1e-7 relative for typical
-# data and below 4e-6 for any (a float64 sequential sum was exact to 1e-16 but four times slower).
+# data and within 2e-6 of the sum of the terms' magnitudes for any (a sequential float64 sum of exact
+# products is far more accurate, but it cannot vectorise and is several times slower). These sums feed
+# only the agent's least-squares fit, never the mirrored state.
 LANES = 16
 UNROLL = 8  # consecutive lane groups summed per load and store of the lane partials
 BLOCK = 512
