@@ -4,10 +4,11 @@
 # the environment, chooses between a fresh start and a resume, and runs
 #     LAUNCHER... python -m psgrad.train ARGS
 # with the batch shell waiting in the background so that it can react to signals:
-#   USR1 (sent by SLURM before the time limit, `#SBATCH --signal=B:USR1@...`): stop the ranks,
-#        give them the grace time to write their checkpoint, then requeue the job;
+#   USR1 (sent by SLURM before the time limit, `#SBATCH --signal=B:USR1@...`): send SIGTERM to
+#        the ranks, wait for them to write their checkpoint and exit, then requeue the job;
 #   TERM (scancel, preemption): pass it on to the ranks and exit; a preempted job with
 #        `#SBATCH --requeue` is requeued by SLURM itself, a cancelled one stays cancelled.
+# USR1 rather than TERM marks the time limit so that `scancel` still cancels for good.
 # A requeued job runs this script again: it resumes from the run folder's checkpoint when one
 # exists, and exits at once if the run had already finished.
 
@@ -65,15 +66,37 @@ psgrad_train_args() {
     done
 }
 
+# MPICH started by `srun --mpi=pmi2` names its shared-memory segment after the job and step ids.
+# Ranks killed at a requeue leave that segment in /dev/shm, and a restarted job on the same node
+# whose step has the same id attaches to it and hangs in MPI_Init. Restart n therefore burns n
+# empty steps first, so that the psgrad step's id differs from every earlier incarnation's.
+psgrad_advance_step_ids() {
+    local i
+    for ((i = 0; i < ${SLURM_RESTART_COUNT:-0}; i++)); do
+        srun --ntasks=1 --nodes=1 true || psgrad_die "srun cannot start an empty step"
+    done
+}
+
+# SIGTERM to every rank, so that psgrad can end the round and write its checkpoint. Hydra's
+# mpiexec passes a TERM on to its ranks; srun would instead cancel the step at once (and its
+# tasks with SIGKILL), so srun's ranks are signalled through SLURM.
+psgrad_stop_ranks() {
+    if [[ $PSGRAD_LAUNCHER == srun ]]; then
+        scancel --signal=TERM "$SLURM_JOB_ID"
+    else
+        kill -TERM "$PSGRAD_PID" 2>/dev/null
+    fi
+}
+
 psgrad_on_usr1() {
     psgrad_log "time limit near: stopping the ranks, then requeueing job $SLURM_JOB_ID"
     PSGRAD_REQUEUE=1
-    kill -TERM "$PSGRAD_PID" 2>/dev/null
+    psgrad_stop_ranks
 }
 
 psgrad_on_term() {
     psgrad_log "SIGTERM (cancel or preemption): stopping the ranks"
-    kill -TERM "$PSGRAD_PID" 2>/dev/null
+    psgrad_stop_ranks
 }
 
 psgrad_run() {
@@ -82,6 +105,7 @@ psgrad_run() {
     psgrad_log "job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-?}, ${SLURM_NTASKS:-?} tasks"
     psgrad_log "$* python -m psgrad.train ${PSGRAD_ARGS[*]}"
     PSGRAD_REQUEUE=0
+    PSGRAD_LAUNCHER=$(basename "$1")
     trap psgrad_on_usr1 USR1
     trap psgrad_on_term TERM
     "$@" python -m psgrad.train "${PSGRAD_ARGS[@]}" &
