@@ -1,5 +1,18 @@
-"""Typed run configuration: dataclasses, YAML files and ``--set a.b=value`` overrides."""
-from dataclasses import dataclass, field
+"""Typed run configuration: dataclasses, YAML files and ``--set a.b=value`` overrides.
+
+A config has four sections (task, scheme, optim, run); every field has a
+default, so an empty file (or none) is the built-in default job. Unknown keys
+list the valid ones; wrong types and out-of-range values say what was
+expected. ``psgrad.train`` turns a ``ConfigError`` into one line and status 2.
+"""
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
 
 
 @dataclass
@@ -66,3 +79,126 @@ class Config:
     scheme: SchemeConfig = field(default_factory=SchemeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+SECTIONS = {f.name: f.type for f in fields(Config)}
+_CHOICES = {
+    ("task", "partition"): ("iid", "dirichlet", "classes"),
+    ("optim", "schedule"): ("constant", "cosine", "step"),
+    ("run", "aggregate"): ("mean", "weighted"),
+}
+_POSITIVE = {("run", "rounds"), ("run", "agents_per_worker"), ("run", "eval_every"), ("run", "log_every"),
+             ("run", "digest_every"), ("run", "timeout"), ("optim", "lr"), ("optim", "step_every"),
+             ("task", "alpha"), ("task", "classes_per_agent"), ("task", "hidden"), ("task", "dim"),
+             ("task", "samples_per_agent")}
+_NON_NEGATIVE = {("run", "workers"), ("task", "batch_size"), ("task", "noise"), ("task", "heterogeneity"),
+                 ("task", "l2"), ("optim", "weight_decay"), ("run", "seed")}
+_UNIT = {("optim", "momentum"), ("task", "test_fraction"), ("optim", "step_gamma")}
+
+
+def from_dict(data):
+    """Build a validated ``Config`` from nested dicts; every error names the key and what was expected."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
+    _check_keys("config", data, SECTIONS)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {type(values).__name__}")
+        types = {f.name: f.type for f in fields(cls)}
+        _check_keys(name, values, types)
+        sections[name] = cls(**{k: _coerce(f"{name}.{k}", v, types[k]) for k, v in values.items()})
+    cfg = Config(**sections)
+    _validate(cfg)
+    return cfg
+
+
+def to_dict(cfg):
+    return asdict(cfg)
+
+
+def config_hash(cfg):
+    """SHA-256 of the canonical JSON of the resolved config: equal on every rank or the run refuses to start."""
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def load(path=None, overrides=()):
+    """Load ``path`` (YAML; None for the built-in default), then apply ``a.b=value`` overrides."""
+    data = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        _apply_override(data, item)
+    return from_dict(data)
+
+
+def dump(cfg, path):
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _apply_override(data, item):
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. run.rounds=50)")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _check_keys(where, values, valid):
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(map(str, unknown))}; valid: {', '.join(valid)}")
+
+
+def _coerce(key, value, typ):
+    typ = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}.get(typ, typ)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if typ is dict and value is None:
+        return {}
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _validate(cfg):
+    for (section, key), choices in _CHOICES.items():
+        v = getattr(getattr(cfg, section), key)
+        if v not in choices:
+            raise ConfigError(f"{section}.{key}: expected one of {', '.join(choices)}, got {v!r}")
+    for (section, key) in _POSITIVE:
+        v = getattr(getattr(cfg, section), key)
+        if not v > 0:
+            raise ConfigError(f"{section}.{key}: expected a value > 0, got {v!r}")
+    for (section, key) in _NON_NEGATIVE:
+        v = getattr(getattr(cfg, section), key)
+        if not v >= 0:
+            raise ConfigError(f"{section}.{key}: expected a value >= 0, got {v!r}")
+    for (section, key) in _UNIT:
+        v = getattr(getattr(cfg, section), key)
+        if not 0 <= v < 1:
+            raise ConfigError(f"{section}.{key}: expected a value in [0, 1), got {v!r}")
+    if not cfg.run.name or "/" in cfg.run.name or cfg.run.name.startswith("."):
+        raise ConfigError(f"run.name: expected a plain folder name, got {cfg.run.name!r}")

@@ -1,0 +1,120 @@
+"""A run's folder: ``results/<name>/`` with config.yaml, metrics.csv, agents.csv, summary.json, plots."""
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+from .. import config as config_mod
+from ..plot import plot_runs
+from .accounting import CUMULATIVE_FIELDS, MESSAGE_FIELDS, ROUND_FIELDS
+
+
+class Recorder:
+    """Rank 0's record of a run: writes metrics as rounds close and the summary at the end."""
+
+    def __init__(self, cfg, task, n_agents, log=print):
+        self.cfg = cfg
+        self.task = task
+        self.n_agents = n_agents
+        self.log = log
+        self.dir = Path(cfg.run.results_dir) / cfg.run.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config_mod.dump(cfg, self.dir / "config.yaml")
+        self.columns = ("round", "lr", "agent_loss", *ROUND_FIELDS, *CUMULATIVE_FIELDS, *task.metric_names,
+                        "time_s")
+        self._file = open(self.dir / "metrics.csv", "w", newline="")
+        self._csv = csv.DictWriter(self._file, self.columns, restval="")
+        self._csv.writeheader()
+        self.messages = []
+        self.last = {}
+        self.evals = {}
+        self.t0 = time.perf_counter()
+
+    def fp32_bits(self, rounds):
+        """Uplink bits the same rounds would cost uncompressed (32 bits per coordinate per agent)."""
+        return 32 * self.task.d * self.n_agents * rounds
+
+    def start(self, params):
+        """Row 0: the initial model, before any bit was sent."""
+        row = {"round": 0, **dict.fromkeys(ROUND_FIELDS + CUMULATIVE_FIELDS, 0), **self._evaluate(params),
+               "time_s": 0.0}
+        self._write(row)
+
+    def record(self, row, messages, params):
+        t = row["round"]
+        self.messages.extend(messages)
+        if t % self.cfg.run.eval_every == 0 or t == self.cfg.run.rounds:
+            row.update(self._evaluate(params))
+        row["time_s"] = time.perf_counter() - self.t0
+        self._write(row)
+        if t % self.cfg.run.log_every == 0 or t == self.cfg.run.rounds:
+            self.log(self._progress(row))
+
+    def finish(self, infos, timings):
+        """Write agents.csv and summary.json; return the summary."""
+        self._file.close()
+        info_by_key = {(i["round"], i["agent"]): i for i in infos}
+        extra = sorted({k for i in infos for k in i} - {"round", "agent"})
+        with open(self.dir / "agents.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, (*MESSAGE_FIELDS, *extra), restval="")
+            w.writeheader()
+            for m in sorted(self.messages, key=lambda m: (m["round"], m["agent"])):
+                w.writerow({**m, **info_by_key.get((m["round"], m["agent"]), {})})
+        rounds = self.last["round"]
+        up = self.last["cum_up_payload_bits"]
+        summary = {
+            "name": self.cfg.run.name, "dir": str(self.dir),
+            "task": self.task.name, "scheme": self.cfg.scheme.name, "codec": self.cfg.scheme.codec,
+            "d": self.task.d, "agents": self.n_agents, "rounds": rounds,
+            "final": {k: self.evals[k] for k in self.task.metric_names if k in self.evals},
+            "agent_loss": self.last["agent_loss"],
+            "uplink_payload_bits": up,
+            "uplink_wire_bytes": self.last["cum_up_wire_bytes"],
+            "downlink_payload_bits": self.last["cum_down_payload_bits"],
+            "downlink_wire_bytes": self.last["cum_down_wire_bytes"],
+            "fp32_uplink_bits": self.fp32_bits(rounds),
+            "compression_vs_fp32": self.fp32_bits(rounds) / up if up else math.inf,
+            "bits_per_coordinate": up / (self.task.d * self.n_agents * rounds),
+            **infos_summary(infos),
+            "timings_s": timings,
+        }
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_runs([self.dir], self.dir / "metrics.png")
+        self.log(summary_line(summary))
+        return summary
+
+    def _evaluate(self, params):
+        self.evals = {k: float(v) for k, v in self.task.evaluate(params).items()}
+        return self.evals
+
+    def _write(self, row):
+        self._csv.writerow(row)
+        self._file.flush()
+        self.last = row
+
+    def _progress(self, row):
+        metrics = "  ".join(f"{k} {self.evals[k]:.4g}" for k in self.task.metric_names if k in self.evals)
+        ratio = self.fp32_bits(row["round"]) / max(row["cum_up_payload_bits"], 1)
+        return (f"round {row['round']}/{self.cfg.run.rounds}  agent_loss {row['agent_loss']:.4g}  {metrics}  "
+                f"uplink {row['cum_up_payload_bits'] / 1e6:.4g} Mbit (x{ratio:.1f} vs fp32)")
+
+
+def infos_summary(infos):
+    """Means of the numeric per-agent scheme metrics over the whole run (e.g. TPC's trigger rate)."""
+    keys = sorted({k for i in infos for k in i} - {"round", "agent"})
+    out = {}
+    for k in keys:
+        vals = [float(i[k]) for i in infos if k in i]
+        if vals:
+            out[f"mean_{k}"] = sum(vals) / len(vals)
+    return out
+
+
+def summary_line(s):
+    final = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
+    times = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in s["timings_s"].items())
+    return (f"done: {s['rounds']} rounds of {s['scheme']}/{s['codec']} on {s['task']} (d={s['d']}, "
+            f"{s['agents']} agents): {final}; uplink {s['uplink_payload_bits']:,} payload bits "
+            f"({s['bits_per_coordinate']:.3g} bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "
+            f"{s['uplink_wire_bytes']:,} wire bytes; results in {s['dir']}\ntime: {times}")

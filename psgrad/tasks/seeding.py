@@ -1,0 +1,47 @@
+"""Independent, reproducible random streams for building a task (data, split, partition, init).
+
+Each purpose gets its own numpy generator seeded by ``SeedSequence([seed, crc32(purpose)])``,
+so changing how one part draws never shifts another part's numbers. Nothing
+here touches numpy's or torch's global generator.
+"""
+import zlib
+
+import numpy as np
+from numba import njit
+
+from ..bitstream.rng import draw_u64, stream_key
+
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def rng_for(seed, purpose):
+    """A numpy Generator for ``(seed, purpose)``; ``purpose`` is a string naming what it draws."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & _MASK64, zlib.crc32(purpose.encode())]))
+
+
+def torch_seed(seed, purpose):
+    """A 63-bit seed for a local ``torch.Generator`` derived from ``(seed, purpose)``."""
+    return int(rng_for(seed, purpose).integers(0, 2**63 - 1))
+
+
+@njit(cache=True)
+def _stream_draws(key, n):
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        out[i] = draw_u64(key, i)
+    return out
+
+
+def minibatch(seed, agent, round_, n, batch_size):
+    """Sorted indices of the minibatch of ``agent`` in ``round_``: ``batch_size`` of ``range(n)``, no repeats.
+
+    The sample drawn is the ``batch_size`` indices with the smallest draws of
+    the counter-based stream ``(seed, agent, round, "minibatch")`` — a uniform
+    subset that any process derives without shared state, and that does not
+    depend on numpy's generator algorithms. ``batch_size == 0`` or
+    ``batch_size >= n`` gives the full local batch.
+    """
+    if batch_size <= 0 or batch_size >= n:
+        return np.arange(n, dtype=np.int64)
+    draws = _stream_draws(stream_key(seed, agent, round_, "minibatch"), n)
+    return np.sort(np.argsort(draws, kind="stable")[:batch_size]).astype(np.int64)

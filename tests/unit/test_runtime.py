@@ -1,0 +1,138 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from psgrad import config, wire
+from psgrad.errors import MirrorError, WireError
+from psgrad.runtime.driver import agent_layout, build, resolve_workers, run_local
+from psgrad.runtime.server import Server
+from psgrad.runtime.worker import Worker
+
+
+def make_cfg(tmp_path, *overrides):
+    cfg = config.load(None, [f"run.results_dir={tmp_path}", "run.log_every=1000", *overrides])
+    return resolve_workers(cfg, 1)
+
+
+def run(tmp_path, *overrides):
+    cfg = make_cfg(tmp_path, *overrides)
+    task, sc = build(cfg)
+    summary, server = run_local(cfg, task, sc, log=lambda line: None)
+    return cfg, summary, server
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("task", [
+    ["task.name=linreg", "optim.lr=0.05"],
+    ["task.name=logreg", "task.dataset=breast_cancer"],
+    ["task.name=logreg", "task.dataset=digits", "optim.lr=0.5"],
+    ["task.name=mlp", "task.dataset=digits", "optim.lr=0.5", "task.batch_size=32"],
+    ["task.name=cnn", "task.dataset=digits", "optim.lr=0.3", "run.workers=2"],
+])
+def test_local_training_reduces_the_loss_on_every_task(tmp_path, task):
+    _, summary, _ = run(tmp_path, "run.rounds=40", "run.eval_every=40", *task)
+    rows = read_csv(tmp_path / "default" / "metrics.csv")
+    assert float(rows[-1]["train_loss"]) < 0.8 * float(rows[0]["train_loss"])
+    assert summary["final"]["train_loss"] == pytest.approx(float(rows[-1]["train_loss"]))
+
+
+def test_fp32_bits_are_exactly_32_per_coordinate_and_wire_bytes_add_up(tmp_path):
+    cfg, summary, server = run(tmp_path, "run.rounds=5", "run.digest_every=2", "run.workers=3",
+                               "run.agents_per_worker=2")
+    d, n = server.d, 6
+    assert summary["uplink_payload_bits"] == 32 * d * n * 5
+    assert summary["compression_vs_fp32"] == 1.0
+    digests = sum(1 for t in range(5) if t % 2 == 0 or t == 4)
+    assert summary["uplink_wire_bytes"] == n * 5 * (32 + 4 * d) + n * digests * 32
+    assert summary["downlink_payload_bits"] == 32 * d * n * 5
+    assert summary["downlink_wire_bytes"] == 3 * 5 * (32 + 4 * d)
+    msgs = read_csv(tmp_path / "default" / "agents.csv")
+    assert len(msgs) == n * 5
+    for m in msgs:
+        assert int(m["wire_bytes"]) == int(m["received_bytes"])
+        assert int(m["wire_bytes"]) * 8 == sum(int(m[k]) for k in ("payload_bits", "header_bits", "padding_bits",
+                                                                     "digest_bits"))
+
+
+def test_fp16_halves_the_payload(tmp_path):
+    _, summary, server = run(tmp_path, "run.rounds=3", "scheme.codec=fp16")
+    assert summary["uplink_payload_bits"] == 16 * server.d * 8 * 3
+    assert summary["compression_vs_fp32"] == 2.0
+
+
+def test_run_folder_holds_config_metrics_summary_and_plot(tmp_path):
+    cfg, summary, _ = run(tmp_path, "run.rounds=4", "run.eval_every=2")
+    folder = tmp_path / "default"
+    assert config.load(folder / "config.yaml") == cfg
+    rows = read_csv(folder / "metrics.csv")
+    assert [int(r["round"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["test_accuracy"] != "" for r in rows] == [True, False, True, False, True]
+    assert int(rows[-1]["cum_up_payload_bits"]) == sum(int(r["up_payload_bits"]) for r in rows)
+    assert json.loads((folder / "summary.json").read_text()) == summary
+    assert (folder / "metrics.png").stat().st_size > 10_000
+
+
+def test_aggregate_does_not_depend_on_arrival_order(tmp_path):
+    cfg = make_cfg(tmp_path, "run.workers=4", "run.rounds=2")
+    task, sc = build(cfg)
+    layout = agent_layout(4, 1)
+    results = []
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2]):
+        server = Server(cfg, task, sc, layout)
+        workers = [Worker(cfg, task, sc, r, [r - 1]) for r in range(1, 5)]
+        for t in range(2):
+            model = server.model_frame(t)
+            frames = [list(w.round(t, model))[0] for w in workers]
+            for i in order:
+                server.receive(t, frames[i], i + 1)
+            server.finish_round(t)
+        results.append(server.params.copy())
+    assert np.array_equal(results[0], results[1])
+
+
+def _one_round_frames(tmp_path):
+    cfg = make_cfg(tmp_path, "run.workers=2", "run.rounds=2")
+    task, sc = build(cfg)
+    server = Server(cfg, task, sc, agent_layout(2, 1))
+    workers = [Worker(cfg, task, sc, r, [r - 1]) for r in (1, 2)]
+    model = server.model_frame(0)
+    return server, [list(w.round(0, model))[0] for w in workers]
+
+
+def test_server_rejects_a_message_from_the_wrong_rank_round_or_twice(tmp_path):
+    server, frames = _one_round_frames(tmp_path)
+    with pytest.raises(WireError, match="claims agent 0"):
+        server.receive(0, frames[0], 2)
+    with pytest.raises(WireError, match="for round 0 arrived in round 1"):
+        server.receive(1, frames[0], 1)
+    server.receive(0, frames[0], 1)
+    with pytest.raises(WireError, match="second message from agent 0"):
+        server.receive(0, frames[0], 1)
+    with pytest.raises(WireError, match=r"without messages from agents \[1\]"):
+        server.finish_round(0)
+
+
+def test_a_diverged_mirror_is_caught_by_its_digest(tmp_path):
+    server, frames = _one_round_frames(tmp_path)
+    f = wire.parse(frames[1])
+    bad_digest = bytes(32)
+    forged = wire.pack(wire.Kind.UPDATE, 0, 1, f.payload, f.nbits, loss=f.loss, digest=bad_digest)
+    with pytest.raises(MirrorError, match="agent 1, round 0"):
+        server.receive(0, forged, 2)
+
+
+def test_a_nan_gradient_stops_the_worker_naming_agent_and_round(tmp_path):
+    cfg = make_cfg(tmp_path, "run.workers=1", "run.rounds=1")
+    task, sc = build(cfg)
+    server = Server(cfg, task, sc, agent_layout(1, 1))
+    worker = Worker(cfg, task, sc, 1, [0])
+    server.params[:] = np.nan
+    with pytest.raises(Exception, match="not finite") as info:
+        list(worker.round(0, server.model_frame(0)))
+    assert info.value.psgrad_where == (0, 0)
