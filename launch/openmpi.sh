@@ -69,7 +69,7 @@ fi
 "$PY" -m pip install -q "torch==$TORCH_VERSION"
 "$PY" -m pip install -q -e "$REPO[test]"
 "$PY" -m pip uninstall -q -y mpich 2>/dev/null || true   # never mix two MPI libraries in one venv
-log "mpi4py $("$PY" -c 'import mpi4py; print(mpi4py.__version__)') on: $("$PY" -c 'from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])')"
+log "mpi4py $("$PY" -c 'import mpi4py; print(mpi4py.__version__)') on: $("$PY" -c 'from mpi4py import MPI; print(MPI.Get_library_version().strip(chr(0)).splitlines()[0])')"
 
 export OMP_NUM_THREADS=1
 # Root is refused by Open MPI's mpirun unless both variables are set (or --allow-run-as-root).

@@ -19,7 +19,7 @@ CALL_TIMEOUT_S = JOB_TIMEOUT_S + 300   # the whole call: daemons' start-up, then
 ROUNDS = 5
 WORKERS = 8                            # local-cluster.sh submits -n 9: server + 8 workers
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(2 * CALL_TIMEOUT_S)]
 
 
 def cluster(*args, timeout=CALL_TIMEOUT_S, **settings):
