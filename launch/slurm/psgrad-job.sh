@@ -23,7 +23,7 @@ psgrad_log() {
 
 # A checkpoint written by `python -m psgrad.train` into its run folder.
 psgrad_checkpoint_exists() {
-    [[ -e $1/checkpoint.npz || -d $1/checkpoint ]]
+    [[ -e $1/checkpoint.npz ]]
 }
 
 psgrad_setup() {
