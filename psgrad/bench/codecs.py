@@ -18,7 +18,8 @@ repetitions, after a warm-up call that compiles the numba kernels).
 
 Writes ``codecs_rate_error.csv``, ``codecs_speed.csv``, ``codecs_rate_error.png``
 and ``codecs.md`` to ``results/bench/`` (or ``--out``). ``--quick`` runs a small
-``d`` and few repetitions, for smoke tests.
+``d`` and few repetitions, for smoke tests; ``--codecs qsgd,natural`` measures
+only the named codecs.
 """
 import argparse
 import csv
@@ -164,12 +165,14 @@ def _label(name, params):
     return name + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
 
 
-def run(out, d, reps, speed_sizes, speed_reps):
+def run(out, d, reps, speed_sizes, speed_reps, names=None):
+    """Measure every codec in ``names`` (default: all registered) and write the outputs to ``out``."""
+    names = list(psgrad.codecs()) if names is None else names
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     inputs = {kind: make_input(kind, d) for kind in INPUTS}
     rows = []
-    for name in psgrad.codecs():
+    for name in names:
         for params in GRIDS.get(name, [{}]):
             c = psgrad.codec(name, **params)
             for kind, x in inputs.items():
@@ -180,7 +183,7 @@ def run(out, d, reps, speed_sizes, speed_reps):
                                  ratio=(err / bound) if bound > 0 else math.nan))
     _write_csv(out / "codecs_rate_error.csv", rows)
     speed = []
-    for name in psgrad.codecs():
+    for name in names:
         c = psgrad.codec(name)
         for n in speed_sizes:
             t_copy, t_enc, t_dec = measure_speed(c, n, speed_reps)
@@ -291,11 +294,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m psgrad.bench codecs", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small d and few repetitions (smoke test)")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--codecs", default="", help="comma-separated codec names to measure (default: all)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    names = [n for n in args.codecs.split(",") if n] or None
+    unknown = sorted(set(names or ()) - set(psgrad.codecs()))
+    if unknown:
+        p.error(f"unknown codec(s) {', '.join(unknown)}; valid: {', '.join(psgrad.codecs())}")
     if args.quick:
-        run(args.out, d=1 << 12, reps=2, speed_sizes=[10 ** 5], speed_reps=2)
+        run(args.out, d=1 << 12, reps=2, speed_sizes=[10 ** 5], speed_reps=2, names=names)
     else:
-        run(args.out, d=1 << 16, reps=8, speed_sizes=[10 ** 6, 10 ** 7], speed_reps=5)
+        run(args.out, d=1 << 16, reps=8, speed_sizes=[10 ** 6, 10 ** 7], speed_reps=5, names=names)
     print(f"wrote {args.out}/codecs.md, codecs_rate_error.csv, codecs_speed.csv, codecs_rate_error.png")
     return 0
