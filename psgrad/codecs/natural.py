@@ -16,8 +16,11 @@ infinities and NaN saturate to ``2^127``).
 (``index << 1 | sign``), per bucket a float32 norm. Its variance bound, for
 bucket length ``B``, is ``omega = 1/8 + sqrt(B) 2^(1-s) min(1, sqrt(B) 2^(1-s))``.
 
-Layouts: ``natural`` writes the ``d`` sign bits from bit 0, then the 8-bit
-exponent codes; ``natural_dither`` writes the ``d`` fields from bit 0, then
+Layouts: ``natural`` writes the ``d`` 8-bit exponent codes as bytes ``0 .. d-1``,
+then the ``d`` sign bits from byte ``d`` (bit ``i % 8`` of byte ``d + i // 8``,
+1 = negative): every field is byte-aligned, so both sides are plain byte loops.
+Its rounding uses 23 bits of draw ``i // 2`` (low half for even ``i``, high
+half for odd), exact as said above; the decoder draws nothing. ``natural_dither`` writes the ``d`` fields from bit 0, then
 the bucket norms as float32.
 """
 import math
@@ -26,8 +29,7 @@ import numpy as np
 from numba import njit
 
 from ..bitstream.rng import draw_u64
-from ..bitstream.words import (get, get_words, load_words, new_words, pack_fixed, pack_signs, put, put_words,
-                               unpack_fixed, unpack_signs)
+from ..bitstream.words import get, load_words, new_words, pack_fixed, put, unpack_fixed
 from ..errors import DecodeError
 from .base import Codec, expect_bits
 from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
@@ -44,42 +46,48 @@ def _nat_code(a, r, t):
 
 
 @njit(cache=True)
-def _nat_codes(x, key, out):
-    """The 8-bit exponent code of each coordinate, eight per word of ``out`` (draw ``i // 2``
-    rounds coordinate ``i``: low half for even ``i``, high half for odd). No bit cursor in the
-    loop, so it vectorises."""
+def _nat_encode(x, key, out):
+    """Fill ``out`` (``ceil(9d / 8)`` bytes): byte ``i`` is the exponent code of coordinate ``i``
+    (draw ``i // 2`` rounds it: low half for even ``i``, high half for odd), then the sign bits
+    eight per byte. Each loop runs over a 0-based index with no bit cursor, so both vectorise."""
     u = x.view(np.uint32)
     d = x.shape[0]
+    for i in range(d):
+        j = np.uint64(i)
+        out[i] = np.uint8(_nat_code(u[i], draw_u64(key, j >> np.uint64(1)), np.int64(j & np.uint64(1))))
+    signs = out[d:]
     full = d // 8
     for g in range(full):
-        acc = np.uint64(0)
-        for p in range(4):
-            r = draw_u64(key, 4 * g + p)
-            for t in range(2):
-                acc |= np.uint64(_nat_code(u[8 * g + 2 * p + t], r, t)) << np.uint64(8 * (2 * p + t))
-        out[g] = acc
-    acc = np.uint64(0)
-    for i in range(8 * full, d):
-        c = _nat_code(u[i], draw_u64(key, i >> 1), i & 1)
-        acc |= np.uint64(c) << np.uint64(8 * (i - 8 * full))
+        acc = np.uint32(0)
+        for t in range(8):
+            acc |= (u[8 * g + t] >> np.uint32(31)) << np.uint32(t)
+        signs[g] = np.uint8(acc)
     if d > 8 * full:
-        out[full] = acc
+        acc = np.uint32(0)
+        for t in range(d - 8 * full):
+            acc |= (u[8 * full + t] >> np.uint32(31)) << np.uint32(t)
+        signs[full] = np.uint8(acc)
 
 
 @njit(cache=True)
-def _nat_merge(codes, out):
-    """Merge the exponent codes into the sign bits already in ``out`` (as +-1.0 floats)."""
-    u = out.view(np.uint32)
-    d = out.shape[0]
-    bad = False
-    for g in range((d + 7) // 8):
-        v = codes[g]
-        for t in range(min(8, d - 8 * g)):
-            c = np.uint32((v >> np.uint64(8 * t)) & np.uint64(0xFF))
-            bad |= c == np.uint32(255)
-            u[8 * g + t] = (u[8 * g + t] & np.uint32(0x80000000)) | (c << np.uint32(23))
-    if bad:
+def _nat_decode(data, d, out):
+    """Inverse of ``_nat_encode``: ``+-2^(code - 127)`` as float32 bits (code 0 gives +-0)."""
+    codes = data[:d]
+    top = np.uint8(0)
+    for i in range(d):
+        top = max(top, codes[i])
+    if top == 255:
         raise DecodeError("natural: exponent code 255 is never written")
+    u = out.view(np.uint32)
+    signs = data[d:]
+    full = d // 8
+    for g in range(full):
+        sb = np.uint32(signs[g])
+        for t in range(8):
+            u[8 * g + t] = (np.uint32(codes[8 * g + t]) << np.uint32(23)) | (((sb >> np.uint32(t)) & np.uint32(1)) << np.uint32(31))
+    for i in range(8 * full, d):
+        sb = np.uint32(signs[full])
+        u[i] = (np.uint32(codes[i]) << np.uint32(23)) | (((sb >> np.uint32(i - 8 * full)) & np.uint32(1)) << np.uint32(31))
 
 
 class Natural(Codec):
@@ -93,20 +101,14 @@ class Natural(Codec):
 
     def _encode(self, x, key):
         d = x.shape[0]
-        words = new_words(9 * d)
-        pos = pack_signs(x, words, 0)
-        codes = np.empty((d + 7) // 8, np.uint64)
-        _nat_codes(x, np.uint64(key.stream("natural")), codes)
-        return words.view(np.uint8), put_words(words, pos, codes, 8 * d)
+        out = np.empty((9 * d + 7) // 8, np.uint8)
+        _nat_encode(x, np.uint64(key.stream("natural")), out)
+        return out, 9 * d
 
     def _decode(self, data, nbits, d, key):
         expect_bits(self.name, nbits, 9 * d)
-        words = load_words(data, nbits)
         out = np.empty(d, np.float32)
-        pos = unpack_signs(words, 0, out, 1.0)
-        codes = np.empty((d + 7) // 8 + 1, np.uint64)
-        get_words(words, pos, 8 * d, codes)
-        _nat_merge(codes, out)
+        _nat_decode(data, d, out)
         return out
 
 
