@@ -36,6 +36,9 @@ from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
 from .signs import bits_f32, check_scale, f32_bits
 
 
+_CHUNK = 4096  # coordinates per pass of the two-loop natural dithering encoder (scratch stays in L1/L2)
+
+
 @njit(cache=True)
 def _nat_code(a, r, t):
     """Exponent code of float32 bits ``a`` using the 23 random bits of half ``t`` of draw ``r``."""
@@ -113,6 +116,33 @@ class Natural(Codec):
 
 
 @njit(cache=True)
+def _bucket_ratios(xs, n, y):
+    """``y = float32(|x| / n)`` over one bucket (0 when ``n = 0``)."""
+    ok = n > 0
+    nn = np.float64(n) if ok else 1.0
+    for i in range(xs.shape[0]):
+        y[i] = np.float32(abs(np.float64(xs[i])) / nn) if ok else np.float32(0.0)
+
+
+@njit(cache=True)
+def _bucket_symbols(xs, start, s, key, y, sym):
+    """Symbols of one bucket ``xs`` (global offset ``start``) from its ratios ``y``. Kept apart from
+    ``_bucket_ratios``, and over 0-based slices, so that numba vectorises both loops."""
+    a = y.view(np.uint32)
+    sx = xs.view(np.uint32)
+    low = 2.0 ** (s - 1) * 4294967296.0
+    for i in range(xs.shape[0]):
+        g = np.uint64(start + i)
+        r = np.uint32((draw_u64(key, g >> np.uint64(1)) >> ((g & np.uint64(1)) << np.uint64(5)))
+                      & np.uint64(0xFFFFFFFF))
+        e = np.int64(a[i] >> np.uint32(23)) - 127
+        j_mid = e + s + np.int64((r >> np.uint32(9)) < (a[i] & np.uint32(0x7FFFFF)))
+        j_low = np.int64(np.float64(r) < np.float64(y[i]) * low)
+        j = np.int64(s) if a[i] >= np.uint32(0x3F800000) else (j_mid if e + s >= 1 else j_low)
+        sym[i] = np.uint8((j << 1) | np.int64(sx[i] >> np.uint32(31)))
+
+
+@njit(cache=True)
 def _dither_symbols(x, b, norms, s, key, sym):
     """Per coordinate ``(level index << 1) | sign`` on the grid {0, 2^(1-s), ..., 1}.
 
@@ -123,42 +153,42 @@ def _dither_symbols(x, b, norms, s, key, sym):
     coordinates ``i`` (low half) and ``i + 1`` (high half).
     """
     d = x.shape[0]
-    y = np.empty(d, np.float32)
-    for i in range(d):
-        n = norms[i // b]
-        y[i] = np.float32(abs(np.float64(x[i])) / np.float64(n)) if n > 0 else np.float32(0.0)
-    a = y.view(np.uint32)
-    sx = x.view(np.uint32)
-    low = 2.0 ** (s - 1) * 4294967296.0
-    for i in range(d):
-        r = np.uint32((draw_u64(key, i >> 1) >> np.uint64(32 * (i & 1))) & np.uint64(0xFFFFFFFF))
-        e = np.int64(a[i] >> np.uint32(23)) - 127
-        if a[i] >= np.uint32(0x3F800000):
-            j = np.int64(s)
-        elif e + s >= 1:
-            j = e + s + np.int64((r >> np.uint32(9)) < (a[i] & np.uint32(0x7FFFFF)))
-        else:
-            j = np.int64(np.float64(r) < np.float64(y[i]) * low)
-        sym[i] = np.uint8((j << 1) | np.int64(sx[i] >> np.uint32(31)))
+    y = np.empty(_CHUNK, np.float32)  # small scratch: a fresh d-long one costs a page fault per 4 KiB
+    for k in range(norms.shape[0]):
+        for lo in range(k * b, min(d, (k + 1) * b), _CHUNK):
+            hi = min(d, (k + 1) * b, lo + _CHUNK)
+            _bucket_ratios(x[lo:hi], norms[k], y[:hi - lo])
+            _bucket_symbols(x[lo:hi], lo, s, key, y[:hi - lo], sym[lo:hi])
+
+
+@njit(cache=True)
+def _bucket_values(sym, tab, out):
+    for i in range(out.shape[0]):
+        out[i] = tab[sym[i]]
 
 
 @njit(cache=True)
 def _dither_decode(sym, s, b, norms, out):
     """Values ``+-norm * 2^(j-s)`` (0 for ``j = 0``); reject indices above ``s``."""
     d = out.shape[0]
+    top = np.uint8(0)
+    for i in range(d):
+        top = max(top, sym[i])
+    if np.int64(top >> np.uint8(1)) > s:
+        raise DecodeError("natural_dither: level index above levels")
     levels = np.empty(s + 1, np.float64)
     levels[0] = 0.0
     for j in range(1, s + 1):
         levels[j] = 2.0 ** (j - s)
-    bad = False
-    for i in range(d):
-        j = np.int64(sym[i] >> np.uint8(1))
-        bad |= j > s
-        j = min(j, s)
-        v = np.float64(norms[i // b]) * levels[j]
-        out[i] = np.float32(-v if sym[i] & np.uint8(1) else v)
-    if bad:
-        raise DecodeError("natural_dither: level index above levels")
+    tab = np.empty(2 * (s + 1), np.float32)  # symbol -> value; norm * 2^(j-s) is exact in float64
+    for k in range(norms.shape[0]):
+        for j in range(s + 1):
+            v = np.float64(norms[k]) * levels[j]
+            tab[2 * j] = np.float32(v)
+            tab[2 * j + 1] = np.float32(-v)
+        lo = k * b
+        hi = min(d, lo + b)
+        _bucket_values(sym[lo:hi], tab, out[lo:hi])
 
 
 class NaturalDither(Codec):

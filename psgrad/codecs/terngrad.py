@@ -27,6 +27,7 @@ from .buckets import bucket_count, bucket_maxabs, bucket_size, check_bucket
 from .signs import check_scales
 
 _POW3 = np.array([1, 3, 9, 27, 81], np.uint8)
+_CHUNK = 5 * 1024  # coordinates per chunk: a multiple of 5, so chunks start on byte boundaries
 
 # Hot loops run over slices indexed from 0: numba then knows every index is non-negative, drops the
 # negative-index wrap-around and vectorises the loop (a loop over range(lo, hi) stays scalar).
@@ -45,20 +46,34 @@ def _bucket_digits(xs, start, t32, key, dig):
 
 
 @njit(cache=True)
-def _trits(x, b, scales, key, out):
-    """Draw ``i // 2`` decides coordinates ``i`` (low half) and ``i + 1`` (high half)."""
-    d = x.shape[0]
-    dig = np.empty(5 * out.shape[0], np.uint8)
-    dig[d:] = 0
-    for k in range(scales.shape[0]):
-        t32 = 4294967296.0 / np.float64(scales[k]) if scales[k] > 0 else 0.0
-        lo = k * b
-        hi = min(d, lo + b)
-        _bucket_digits(x[lo:hi], lo, t32, key, dig[lo:hi])
+def _pack5(dig, out):
+    """Five digits per byte, digit ``t`` of a byte with weight ``3^t``."""
     for g in range(out.shape[0]):
         j = 5 * g
         out[g] = dig[j] + np.uint8(3) * dig[j + 1] + np.uint8(9) * dig[j + 2] + np.uint8(27) * dig[j + 3] \
             + np.uint8(81) * dig[j + 4]
+
+
+@njit(cache=True)
+def _trits(x, b, scales, key, out):
+    """Draw ``i // 2`` decides coordinates ``i`` (low half) and ``i + 1`` (high half). Works through
+    chunks of ``_CHUNK`` coordinates with a small digit scratch (a fresh ``d``-long one would cost a
+    page fault per 4 KiB), each chunk cut further at bucket boundaries."""
+    d = x.shape[0]
+    t32 = np.empty(scales.shape[0], np.float64)
+    for k in range(scales.shape[0]):
+        t32[k] = 4294967296.0 / np.float64(scales[k]) if scales[k] > 0 else 0.0
+    dig = np.zeros(_CHUNK, np.uint8)
+    for c0 in range(0, d, _CHUNK):
+        c1 = min(d, c0 + _CHUNK)
+        p = c0
+        while p < c1:
+            k = p // b
+            e = min(c1, (k + 1) * b)
+            _bucket_digits(x[p:e], p, t32[k], key, dig[p - c0:e - c0])
+            p = e
+        dig[c1 - c0:] = 0  # unused digits of the last byte
+        _pack5(dig, out[c0 // 5:(c1 + 4) // 5])
 
 
 @njit(cache=True)
@@ -67,6 +82,24 @@ def _bucket_values(dig, s, out):
     for i in range(out.shape[0]):
         q = dig[i]
         out[i] = s if q == 1 else (-s if q == 2 else np.float32(0.0))
+
+
+@njit(cache=True)
+def _unpack5(data, dig):
+    """Base-3 digits of each byte, by division by the constant 3 (vectorises, unlike a table lookup)."""
+    three = np.uint8(3)
+    for g in range(data.shape[0]):
+        v = data[g]
+        q1 = v // three
+        q2 = q1 // three
+        q3 = q2 // three
+        q4 = q3 // three
+        j = 5 * g
+        dig[j] = v - three * q1
+        dig[j + 1] = q1 - three * q2
+        dig[j + 2] = q2 - three * q3
+        dig[j + 3] = q3 - three * q4
+        dig[j + 4] = q4
 
 
 @njit(cache=True)
@@ -79,24 +112,16 @@ def _untrits(data, d, b, scales, out):
     limit = 243 if last == 5 else np.int64(_POW3[last])  # 3^(digits used in the last byte)
     if ng and (top >= 243 or data[ng - 1] >= limit):
         raise DecodeError("terngrad: byte is not five base-3 digits (or the unused digits are not zero)")
-    dig = np.empty(5 * ng, np.uint8)
-    three = np.uint8(3)
-    for g in range(ng):  # digits by division by the constant 3: vectorises, unlike a table lookup
-        v = data[g]
-        q1 = v // three
-        q2 = q1 // three
-        q3 = q2 // three
-        q4 = q3 // three
-        j = 5 * g
-        dig[j] = v - three * q1
-        dig[j + 1] = q1 - three * q2
-        dig[j + 2] = q2 - three * q3
-        dig[j + 3] = q3 - three * q4
-        dig[j + 4] = q4
-    for k in range(scales.shape[0]):
-        lo = k * b
-        hi = min(d, lo + b)
-        _bucket_values(dig[lo:hi], scales[k], out[lo:hi])
+    dig = np.empty(_CHUNK, np.uint8)  # chunked like the encoder
+    for c0 in range(0, d, _CHUNK):
+        c1 = min(d, c0 + _CHUNK)
+        _unpack5(data[c0 // 5:(c1 + 4) // 5], dig)
+        p = c0
+        while p < c1:
+            k = p // b
+            e = min(c1, (k + 1) * b)
+            _bucket_values(dig[p - c0:e - c0], scales[k], out[p:e])
+            p = e
 
 
 class TernGrad(Codec):
