@@ -93,10 +93,12 @@ def frame_bytes(nbits, with_digest=False):
     return HEADER_BYTES + (nbits + 7) // 8 + (DIGEST_BYTES if with_digest else 0)
 
 
-def pack(kind, round_, agent, data, nbits, loss=float("nan"), digest=None, flags=0):
+def pack(kind, round_, agent, data, nbits, loss=float("nan"), digest=None, flags=0, out=None):
     """Build one frame as a uint8 array: header, payload bytes, optional digest.
 
-    ``flags`` are extra flag bits (FLAG_DIGEST is set from ``digest``).
+    ``flags`` are extra flag bits (FLAG_DIGEST is set from ``digest``). ``out``: a uint8 array of exactly
+    the frame's length to build it in (a model broadcast reuses one buffer instead of allocating ``4d`` bytes
+    a round).
     """
     data = np.asarray(data, dtype=np.uint8)
     nbytes = (nbits + 7) // 8
@@ -105,7 +107,11 @@ def pack(kind, round_, agent, data, nbits, loss=float("nan"), digest=None, flags
     flags |= FLAG_DIGEST if digest is not None else 0
     if flags & ~FLAGS[Kind(kind)]:
         raise ValueError(f"flags {flags:#x} are not valid on a {Kind(kind).name} message")
-    out = np.empty(frame_bytes(nbits, digest is not None), dtype=np.uint8)
+    size = frame_bytes(nbits, digest is not None)
+    if out is None:
+        out = np.empty(size, dtype=np.uint8)
+    elif out.dtype != np.uint8 or out.shape != (size,):
+        raise ValueError(f"out must be uint8[{size}] for this frame, got {out.dtype}{out.shape}")
     HEADER.pack_into(out, 0, MAGIC, WIRE_VERSION, int(kind), flags, round_, agent, nbits, 0, loss)
     out[HEADER_BYTES:HEADER_BYTES + nbytes] = data
     if digest is not None:

@@ -10,6 +10,7 @@ import importlib
 BENCHMARKS = {
     "codecs": "codecs",
     "operators": "operators",
+    "round": "round",
     "schemes": "schemes",
 }
 

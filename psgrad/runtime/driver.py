@@ -16,12 +16,14 @@ from ..schemes import scheme as make_scheme
 from ..tasks import make_task
 from . import checkpoint
 from .results import Recorder
+from .phases import Phases
 from .server import Server
 from .worker import Worker, located
 
 TAG_UPDATE = 7
 TAG_STATE = 8  # a worker's part of a checkpoint
 TAG_INFO = 9   # a worker's agent metrics at the end of the run
+TAG_MODEL = 10  # the model frame, server -> each worker
 DEFAULT_LOCAL_WORKERS = 8
 
 
@@ -130,24 +132,34 @@ def run_local(cfg, task, sc, log=print, timings=None, resume=None, stop=NoStop()
         start = 0
         recorder.start(server.params)
     timer = RoundTimer(t_setup, timings)
+    for p in [server.phases] + [w.phases for w in workers]:
+        p.begin()
     for t in range(start, cfg.run.rounds):
         stopping = stop.requested or server.stop_requested
         try:
             save = stopping or checkpoint_due(cfg, t, start)
-            model = server.model_frame(t, save, stopping)
+            with server.phases("broadcast"):
+                model = server.model_frame(t, save, stopping)
             params = [w.accept_model(t, model)[0] for w in workers]
             if save:
-                path = write_checkpoint(cfg, t, server, recorder, [w.snapshot() for w in workers],
-                                        "stop" if stopping else "scheduled")
+                with server.phases("checkpoint"):
+                    path = write_checkpoint(cfg, t, server, recorder, [w.snapshot() for w in workers],
+                                            "stop" if stopping else "scheduled")
                 if stopping:
                     raise Stopped(t, path)
             for w, p in zip(workers, params):
                 for frame in w.updates(t, p):
                     server.receive(t, frame, w.rank)
-            recorder.record(*server.finish_round(t), server.params)
+            row = server.finish_round(t)
+            with server.phases("record"):
+                recorder.record(*row, server.params)
         except Exception as e:
             raise located(e, None, t)
         timer.tick()
+        server.phases.close_round()
+        for w in workers:
+            w.phases.close_round()
+    timer.phases = server.phases
     return recorder.finish([i for w in workers for i in w.info], timer.summary()), server
 
 
@@ -163,55 +175,89 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None, resume=None, stop=NoSt
     worker_ranks = range(1, cfg.run.workers + 1)
     if rank == 0:
         server = Server(cfg, task, sc, layout, log=log)
+        phases = server.phases
         model = np.empty(wire.frame_bytes(server.model_bits), np.uint8)
+        inbox = Inbox(server.max_frame_bytes)
         recorder = Recorder(cfg, task, len(layout), log, resume=resume and resume[0]["recorder"])
         if resume:
             start = restore(server, [], resume)
         else:
             start = 0
             recorder.start(server.params)
-        timer = RoundTimer(t_setup, timings)
+        timer = RoundTimer(t_setup, timings, phases)
+        # The model goes to each worker point to point and is not waited for: it moves while the server
+        # waits for the first gradients (a tree broadcast would need every worker rank awake to forward it).
+        sending = []
+        phases.begin()
         for t in range(start, cfg.run.rounds):
             stopping = stop.requested or server.stop_requested
             try:
                 save = stopping or checkpoint_due(cfg, t, start)
-                model[:] = server.model_frame(t, save, stopping)
-                wait(comm.Ibcast(model, root=0), timeout, f"broadcasting the round-{t} model")
+                with phases("broadcast"):
+                    # The previous round's sends are long done (every worker has answered); complete them
+                    # formally before the buffer is rewritten.
+                    wait_all(sending, timeout, f"sending the round-{t - 1} model")
+                    server.model_frame(t, save, stopping, out=model)
+                    sending = [comm.Isend(model, dest=r, tag=TAG_MODEL) for r in worker_ranks]
+                    if save:
+                        wait_all(sending, timeout, f"sending the round-{t} model")
                 if save:
-                    parts = [checkpoint.from_bytes(receive_bytes(comm, r, TAG_STATE, timeout,
-                                                                 f"the state of rank {r} for the checkpoint"),
-                                                   f"rank {r}'s state") for r in worker_ranks]
-                    path = write_checkpoint(cfg, t, server, recorder, parts, "stop" if stopping else "scheduled")
+                    with phases("checkpoint"):
+                        parts = [checkpoint.from_bytes(receive_bytes(comm, r, TAG_STATE, timeout,
+                                                                     f"the state of rank {r} for the checkpoint"),
+                                                       f"rank {r}'s state") for r in worker_ranks]
+                        path = write_checkpoint(cfg, t, server, recorder, parts,
+                                                "stop" if stopping else "scheduled")
                     if stopping:
                         raise Stopped(t, path)
                 for _ in range(len(layout)):
-                    status = probe(comm, timeout, server)
-                    buf = np.empty(status.Get_count(), np.uint8)
-                    comm.Recv(buf, source=status.Get_source(), tag=TAG_UPDATE)
+                    with phases("wait"):
+                        status = probe(comm, timeout, server)
+                    with phases("receive"):
+                        buf = inbox.take(status.Get_count())
+                        comm.Recv(buf, source=status.Get_source(), tag=TAG_UPDATE)
                     server.receive(t, buf, status.Get_source())
-                recorder.record(*server.finish_round(t), server.params)
+                row = server.finish_round(t)
+                with phases("record"):
+                    recorder.record(*row, server.params)
             except Exception as e:
                 raise located(e, None, t)
             timer.tick()
+            phases.close_round()
+        wait_all(sending, timeout, "sending the last model")
         infos = [i for r in worker_ranks
                  for i in json.loads(receive_bytes(comm, r, TAG_INFO, timeout, f"the agent metrics of rank {r}"))]
         return recorder.finish(infos, timer.summary()), server
     worker = Worker(cfg, task, sc, rank, hosted(layout, rank))
     model = np.empty(wire.frame_bytes(worker.model_bits), np.uint8)
     start = restore(None, [worker], resume) if resume else 0
+    phases = worker.phases
+    phases.begin()
+    # Posted ahead: the next model lands in ``model`` as soon as the server sends it.
+    incoming = comm.Irecv(model, source=0, tag=TAG_MODEL) if start < cfg.run.rounds else None
     for t in range(start, cfg.run.rounds):
         # Twice the server's patience: when an agent stalls, the server, which knows who is missing, reports.
-        wait(comm.Ibcast(model, root=0), 2 * timeout, f"waiting for the round-{t} model")
+        with phases("wait"):
+            wait(incoming, 2 * timeout, f"waiting for the round-{t} model")
         worker.stop_requested = stop.requested
         params, flags = worker.accept_model(t, model)
         if flags & wire.FLAG_CHECKPOINT:
-            send_bytes(comm, checkpoint.to_bytes(*worker.snapshot()), TAG_STATE, timeout,
-                       f"sending the state for the round-{t} checkpoint")
+            with phases("checkpoint"):
+                send_bytes(comm, checkpoint.to_bytes(*worker.snapshot()), TAG_STATE, timeout,
+                           f"sending the state for the round-{t} checkpoint")
         if flags & wire.FLAG_STOP:
             raise Stopped(t, None)
-        requests = [comm.Isend(frame, dest=0, tag=TAG_UPDATE) for frame in worker.updates(t, params)]
-        for req in requests:
-            wait(req, timeout, f"sending round {t}")
+        requests = []
+        for frame in worker.updates(t, params):
+            with phases("send"):
+                requests.append(comm.Isend(frame, dest=0, tag=TAG_UPDATE))
+        # ``params`` (a view of ``model``) is no longer needed: the next model may arrive into it.
+        if t + 1 < cfg.run.rounds:
+            incoming = comm.Irecv(model, source=0, tag=TAG_MODEL)
+        with phases("send"):
+            for req in requests:
+                wait(req, timeout, f"sending round {t}")
+        phases.close_round()
     send_bytes(comm, json.dumps(worker.info).encode(), TAG_INFO, timeout, "sending the agent metrics")
     return None, worker
 
@@ -259,6 +305,14 @@ def wait(request, timeout, what):
     poll(request.Test, timeout, what)
 
 
+def wait_all(requests, timeout, what):
+    """Complete every request of ``requests`` within ``timeout`` seconds."""
+    from mpi4py import MPI
+
+    if requests:
+        poll(lambda: MPI.Request.Testall(requests), timeout, what)
+
+
 def probe(comm, timeout, server):
     """Wait for the next uplink message from any rank; return its status (source, byte count)."""
     from mpi4py import MPI
@@ -274,12 +328,36 @@ def probe(comm, timeout, server):
     return status
 
 
-class RoundTimer:
-    """Wall time of set-up, the first round (which includes numba compilation) and the rest."""
+class Inbox:
+    """One receive buffer reused for every uplink message: no ``4d``-byte allocation per message.
 
-    def __init__(self, t_setup, extra=None):
+    Safe because nothing the server keeps points into a received frame: decoders return new arrays and
+    digests are copied out. It grows to the largest message seen, never past the server's size limit.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.buf = np.empty(0, np.uint8)
+
+    def take(self, nbytes):
+        """A uint8 view of exactly ``nbytes`` bytes (a message over the limit is received whole, then refused)."""
+        if nbytes > self.buf.shape[0]:
+            if nbytes > self.limit:
+                return np.empty(nbytes, np.uint8)
+            self.buf = np.empty(nbytes, np.uint8)
+        return self.buf[:nbytes]
+
+
+class RoundTimer:
+    """Wall time of set-up, the first round (which includes numba compilation) and the rest.
+
+    With ``phases`` (the server's), the summary also says where the rounds after the first went.
+    """
+
+    def __init__(self, t_setup, extra=None, phases=None):
         self.t_setup = t_setup
         self.extra = dict(extra or {})
+        self.phases = phases
         self.t_first = time.perf_counter()
         self.times = []
 
@@ -289,4 +367,9 @@ class RoundTimer:
     def summary(self):
         first = self.times[0] - self.t_first if self.times else 0.0
         rest = self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
-        return {**self.extra, "setup": self.t_first - self.t_setup, "first_round": first, "other_rounds": rest}
+        out = {**self.extra, "setup": self.t_first - self.t_setup, "first_round": first, "other_rounds": rest}
+        if self.phases is not None and len(self.phases.rounds) > 1:
+            later = Phases()
+            later.rounds = self.phases.rounds[1:]
+            out["server_phases_after_first"] = {k: round(v, 6) for k, v in sorted(later.totals().items())}
+        return out

@@ -191,7 +191,7 @@ def infos_summary(infos):
 
 def summary_line(s):
     final = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
-    times = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in s["timings_s"].items())
+    times = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in s["timings_s"].items() if isinstance(v, float))
     return (f"done: {s['rounds']} rounds of {s['scheme']}/{s['codec']} on {s['task']} (d={s['d']}, "
             f"{s['agents']} agents): {final}; uplink {s['uplink_payload_bits']:,} payload bits "
             f"({s['bits_per_coordinate']:.3g} bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "

@@ -29,6 +29,7 @@ from . import checkpoint
 from .kernels import axpy, sqdist
 from .worker import located
 from .optim import Sgd
+from .phases import Phases
 
 
 class Server:
@@ -65,10 +66,14 @@ class Server:
         # Accounting
         self.ledger = Ledger()
         self.model_delta_sq = 0.0
+        self.phases = Phases()
 
     # Step 1 -----------------------------------------------------------------
-    def model_frame(self, t, checkpoint=False, stop=False):
-        """The model of round ``t``; ``checkpoint``/``stop`` ask workers for their state and to stop."""
+    def model_frame(self, t, checkpoint=False, stop=False, out=None):
+        """The model of round ``t``; ``checkpoint``/``stop`` ask workers for their state and to stop.
+
+        ``out``: a uint8 buffer of the frame's length to write the frame into (none allocated).
+        """
         flags = (wire.FLAG_CHECKPOINT if checkpoint else 0) | (wire.FLAG_STOP if stop else 0)
         data = self.params.view(np.uint8)
         if self.drop_bad:
@@ -76,7 +81,7 @@ class Server:
             bits = np.zeros(self.n_agents, np.uint8)
             bits[sorted(self.last_dropped)] = 1
             data = np.concatenate([data, np.packbits(bits, bitorder="little")])
-        return wire.pack(wire.Kind.MODEL, t, wire.ALL_AGENTS, data, self.model_bits, flags=flags)
+        return wire.pack(wire.Kind.MODEL, t, wire.ALL_AGENTS, data, self.model_bits, flags=flags, out=out)
 
     # Step 4 -----------------------------------------------------------------
     def receive(self, t, buf, source):
@@ -93,7 +98,8 @@ class Server:
             raise WireError(f"oversized message of {len(buf)} bytes from rank {source} in round {t} "
                             f"(at most {self.max_frame_bytes} for d={self.d})")
         try:
-            frame = wire.parse(buf)
+            with self.phases("check"):
+                frame = wire.parse(buf)
         except WireError as e:
             raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
         a = frame.agent
@@ -123,10 +129,15 @@ class Server:
             self.skipped.add(a)
         else:
             ctx = Context(self.key(a, t), self.d, self.model_delta_sq)
-            g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
-        if frame.digest is not None and bytes.fromhex(digest(state)) != frame.digest:
+            with self.phases("decode"):
+                g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
+        if frame.digest is not None and self._digest(state) != frame.digest:
             raise MirrorError(f"agent {a}, round {t}: server and agent scheme states differ (digest mismatch)")
         return g_hat, state
+
+    def _digest(self, state):
+        with self.phases("digest"):
+            return bytes.fromhex(digest(state))
 
     def _queue(self, a, g_hat):
         """Hold ``g_hat`` (None: no contribution) until every lower agent's turn in the sum has come."""
@@ -134,7 +145,8 @@ class Server:
         while self.next_agent in self.pending:
             g = self.pending.pop(self.next_agent)
             if g is not None:
-                axpy(self.acc, self.weights[self.next_agent], g)
+                with self.phases("aggregate"):
+                    axpy(self.acc, self.weights[self.next_agent], g)
             self.next_agent += 1
 
     def key(self, agent, t):
@@ -154,9 +166,10 @@ class Server:
                 self.dropped.add(a)
                 self._queue(a, None)
         lr = self.optim.lr(t)
-        new_params, self.optim_state = self.optim.step(self.optim_state, self.params, self.acc, t)
-        self.model_delta_sq = sqdist(new_params, self.params)
-        self.params = new_params
+        with self.phases("step"):
+            new_params, self.optim_state = self.optim.step(self.optim_state, self.params, self.acc, t)
+            self.model_delta_sq = sqdist(new_params, self.params)
+            self.params = new_params
         n_workers = len(set(self.agent_rank))
         losses = np.full(self.n_agents, np.nan)
         for m in self.messages:
@@ -166,7 +179,8 @@ class Server:
                                            wire.frame_bytes(self.model_bits) * n_workers))
         row.update(skipped=len(self.skipped), dropped=len(self.dropped))
         messages, self.messages = self.messages, []
-        self.acc[:] = 0
+        with self.phases("aggregate"):
+            self.acc[:] = 0
         self.next_agent = 0
         self.last_dropped, self.dropped, self.skipped = self.dropped, set(), set()
         return row, messages

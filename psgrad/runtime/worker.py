@@ -24,6 +24,7 @@ from ..schemes import Context, digest
 from . import checkpoint
 from .accounting import model_bits
 from .kernels import sqdist
+from .phases import Phases
 
 
 def located(exc, agent=None, round_=None):
@@ -54,6 +55,7 @@ class Worker:
         self.delta_sq = 0.0
         self.stop_requested = False  # set from a signal handler: ask the server to stop the run
         self.info = []  # per-agent, per-round scheme metrics (agent-side only)
+        self.phases = Phases()
 
     def round(self, t, model_buf):
         """Yield one frame per hosted agent for round ``t``, given the model frame."""
@@ -61,7 +63,8 @@ class Worker:
 
     def accept_model(self, t, model_buf):
         """Check the round-``t`` model frame and apply the drops it reports; return ``(params, flags)``."""
-        frame = wire.parse(model_buf)
+        with self.phases("check"):
+            frame = wire.parse(model_buf)
         if frame.kind != wire.Kind.MODEL or frame.round != t or frame.nbits != self.model_bits:
             raise WireError(f"expected the round-{t} model of {self.model_bits} bits, got {frame.kind.name} "
                             f"for round {frame.round} with {frame.nbits} bits")
@@ -78,8 +81,13 @@ class Worker:
 
     def updates(self, t, params):
         """Yield one frame per hosted agent for round ``t`` at model ``params``."""
-        delta_sq = 0.0 if self.prev_params is None else sqdist(params, self.prev_params)
-        self.prev_params = params.copy()
+        with self.phases("model"):
+            delta_sq = 0.0 if self.prev_params is None else sqdist(params, self.prev_params)
+            # Kept in one buffer: the model frame it is copied from is overwritten next round.
+            if self.prev_params is None:
+                self.prev_params = params.copy()
+            else:
+                self.prev_params[:] = params
         with_digest = t % self.cfg.run.digest_every == 0 or t == self.cfg.run.rounds - 1
         for a in self.agents:
             try:
@@ -89,7 +97,8 @@ class Worker:
             yield frame
 
     def _agent_round(self, a, t, params, delta_sq, with_digest):
-        loss, g = self.task.local_grad(a, params, t)
+        with self.phases("compute"):
+            loss, g = self.task.local_grad(a, params, t)
         flags = wire.FLAG_STOP_REQUEST if self.stop_requested else 0
         if self.cfg.run.bad_message == "drop":
             self.before[a] = (self.states[a], self.privates[a])
@@ -101,16 +110,24 @@ class Worker:
             return wire.pack(wire.Kind.UPDATE, t, a, np.zeros(0, np.uint8), 0, loss=loss, digest=state_digest,
                              flags=flags | wire.FLAG_SKIPPED)
         ctx = Context(Key(self.cfg.run.seed, a, t), self.d, delta_sq)
-        payload = self.scheme.encode(self.states[a], self.privates[a], g, ctx)
-        g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
-        self.privates[a] = self.scheme.compensate(self.privates[a], g, g_hat)
+        with self.phases("encode"):
+            payload = self.scheme.encode(self.states[a], self.privates[a], g, ctx)
+        with self.phases("decode"):
+            g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
+        with self.phases("encode"):
+            self.privates[a] = self.scheme.compensate(self.privates[a], g, g_hat)
         if payload.info:
             # Plain Python values, so that a journal round trip (JSON) changes nothing in agents.csv
             self.info.append({"round": t, "agent": a, **{k: v.item() if isinstance(v, np.generic) else v
                                                          for k, v in payload.info.items()}})
-        state_digest = bytes.fromhex(digest(self.states[a])) if with_digest else None
-        return wire.pack(wire.Kind.UPDATE, t, a, payload.data, payload.nbits, loss=loss, digest=state_digest,
-                         flags=flags)
+        state_digest = self._digest(a) if with_digest else None
+        with self.phases("pack"):
+            return wire.pack(wire.Kind.UPDATE, t, a, payload.data, payload.nbits, loss=loss, digest=state_digest,
+                             flags=flags)
+
+    def _digest(self, a):
+        with self.phases("digest"):
+            return bytes.fromhex(digest(self.states[a]))
 
     # Checkpoints --------------------------------------------------------------
     def snapshot(self):
