@@ -16,6 +16,20 @@ import time
 
 T_START = time.perf_counter()
 
+
+def process_age():
+    """Seconds since this process started (interpreter start-up and every import included), from /proc;
+    falls back to the time since this module began loading where /proc is not available."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - T_START
+
+
 import argparse  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -99,7 +113,7 @@ def main(argv=None):
     comm = MPI.COMM_WORLD
     world = 1 if args.local else comm.Get_size()
     rank = 0 if args.local else comm.Get_rank()
-    t_imported = time.perf_counter()
+    import_s = process_age()
 
     # Set-up errors are the user's: one line, status 2, on every rank, agreed before anyone waits on anyone.
     error = None
@@ -122,7 +136,7 @@ def main(argv=None):
 
     stop = StopOnSignal().install()
     try:
-        timings = {"import": t_imported - T_START}
+        timings = {"start_and_import": import_s}
         if world > 1:
             run_mpi(cfg, task, sc, comm, log, timings, resume=resume, stop=stop)
         else:
