@@ -8,6 +8,7 @@ import importlib
 
 # name -> module under psgrad.bench with a main(argv) function
 BENCHMARKS = {
+    "operators": "operators",
 }
 
 

@@ -2,10 +2,14 @@
 from ..registry import build
 from .base import Codec, Encoded, Key
 from .floats import Fp16, Fp32
+from .sparse_dither import SparseDither
+from .spherical import Spherical
 
 REGISTRY = {
     "fp32": Fp32,
     "fp16": Fp16,
+    "sparse_dither": SparseDither,
+    "spherical": Spherical,
 }
 
 

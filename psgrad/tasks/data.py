@@ -49,6 +49,8 @@ class Split(NamedTuple):
 def valid_datasets(kind=None):
     """Names of the bundled datasets (of one kind if given), as a one-line list for error messages."""
     names = sorted(n for n, (_, k) in BUNDLED.items() if kind is None or k == kind)
+    if kind == "regression":
+        names.insert(0, "synthetic")  # linreg's generator
     return ", ".join(names) + ", or a path to a LIBSVM file"
 
 
@@ -61,7 +63,7 @@ def load(name, kind="classification"):
     if name in BUNDLED:
         loader, have = BUNDLED[name]
         if have != kind:
-            raise ConfigError(f"dataset {name!r} is a {have} dataset, a {kind} task needs one of: "
+            raise ConfigError(f"dataset {name!r} is a {have} dataset; valid for a {kind} task: "
                               f"{valid_datasets(kind)}")
         import sklearn.datasets
 

@@ -9,28 +9,36 @@ is computed in float64 by least squares on exactly the float32 data the model
 sees, so ``suboptimality = f(w) - f_star`` (with ``f(w)`` also evaluated in
 float64) is exact for any float32 ``w``, down to float64 rounding.
 
-Data (``dataset`` other than ``"diabetes"``; synthetic): a base vector
-``w0 ~ N(0, I/dim)``; agent ``i`` has its own feature mean
-``m_i ~ heterogeneity * N(0, I/dim)`` and its own local optimum
-``w_i = w0 + heterogeneity * N(0, I/dim)``; its features are
-``x ~ N(m_i, I)`` and labels ``y = x.w_i + noise * N(0, 1)``. Each agent
-draws ``samples_per_agent`` training samples and, from the same
-distribution, ``round(samples_per_agent * test_fraction / (1 - test_fraction))``
-held-out samples. ``heterogeneity = 0`` makes all agents identically distributed.
+Where the data comes from (``dataset``):
 
-``dataset = "diabetes"``: scikit-learn's bundled diabetes regression data,
-features and target standardized with training statistics, split among
-agents by the configured partition over target quartiles.
+- ``"synthetic"``, or the name of a bundled classification dataset (the
+  configuration's default), selects the synthetic generator: a base vector
+  ``w0 ~ N(0, I/dim)``; agent ``i`` has its own feature mean
+  ``m_i ~ heterogeneity * N(0, I/dim)`` and its own local optimum
+  ``w_i = w0 + heterogeneity * N(0, I/dim)``; its features are
+  ``x ~ N(m_i, I)`` and labels ``y = x.w_i + noise * N(0, 1)``. Each agent
+  draws ``samples_per_agent`` training samples and, from the same
+  distribution, ``round(samples_per_agent * test_fraction / (1 - test_fraction))``
+  held-out samples. ``heterogeneity = 0`` makes all agents identically
+  distributed. ``partition`` does not apply (each agent has its own generator).
+- ``"diabetes"`` (scikit-learn's bundled regression set) or a path to a
+  LIBSVM regression file: features and target standardized with training
+  statistics, split among agents by the configured partition, which treats
+  the target's quartile as the label.
 """
 import numpy as np
 
 from ..errors import ConfigError
-from .data import load, split
+from .data import BUNDLED, load, split
 from .models import linear, on_meta
 from .objectives import SQUARED
 from .partition import partition
 from .seeding import rng_for
 from .task import Task
+
+
+# dataset names that select the synthetic generator
+SYNTHETIC = {"synthetic"} | {name for name, (_, kind) in BUNDLED.items() if kind == "classification"}
 
 
 class LinRegTask(Task):
@@ -97,9 +105,9 @@ def synthetic(cfg, n_agents, seed):
     return shards, tuple(np.concatenate(part) for part in zip(*tests))
 
 
-def diabetes(cfg, n_agents, seed):
-    """Per-agent shards and held-out data of the standardized diabetes regression set."""
-    data = load("diabetes", "regression")
+def real(cfg, n_agents, seed):
+    """Per-agent shards and held-out data of a regression dataset (diabetes or a LIBSVM file), standardized."""
+    data = load(cfg.dataset, "regression")
     quartile = lambda y: np.searchsorted(np.quantile(y, [0.25, 0.5, 0.75]), y)  # noqa: E731
     parts = split(data, cfg.test_fraction, seed, strata=quartile(data.y))
     mu, sd = parts.y_train.mean(), parts.y_train.std()
@@ -117,7 +125,7 @@ def build_linreg(cfg, n_agents, seed):
             raise ConfigError(f"{field} must be >= 1, got {field}={getattr(cfg, field)}")
     if cfg.heterogeneity < 0 or cfg.noise < 0:
         raise ConfigError(f"heterogeneity and noise must be >= 0, got {cfg.heterogeneity=}, {cfg.noise=}")
-    shards, test = (diabetes if cfg.dataset == "diabetes" else synthetic)(cfg, n_agents, seed)
+    shards, test = (synthetic if cfg.dataset in SYNTHETIC else real)(cfg, n_agents, seed)
     module = on_meta(linear, shards[0][0].shape[1], 1, bias=False)
     return LinRegTask("linreg", module, SQUARED, shards, test, seed=seed, l2=cfg.l2,
                       batch_size=cfg.batch_size, random_init=False)

@@ -69,12 +69,12 @@ class Task:
         lo, hi = self._offsets[agent], self._offsets[agent + 1]
         return self._x_train[lo:hi], self._y_train[lo:hi]
 
-    def batch(self, agent, round_):
-        """Sorted indices into the agent's shard of its round-``round_`` batch (all of it when batch_size=0)."""
-        return minibatch(self.seed, agent, round_, int(self.agent_sizes[agent]), self.batch_size)
+    def batch(self, agent, round):
+        """Sorted indices into the agent's shard of its round-``round`` batch (all of it when batch_size=0)."""
+        return minibatch(self.seed, agent, round, int(self.agent_sizes[agent]), self.batch_size)
 
-    def local_grad(self, agent, params, round_=0, out=None):
-        """``(f_i(w), grad f_i(w))`` on agent ``agent``'s batch of round ``round_``, at ``w = params``.
+    def local_grad(self, agent, params, round=0, out=None):
+        """``(f_i(w), grad f_i(w))`` on agent ``agent``'s batch of round ``round``, at ``w = params``.
 
         ``grad`` is a new float32[d] array, or written into ``out`` (float32[d]) when given.
         The same arguments give bit-identical results in any process (given the same thread count).
@@ -83,7 +83,7 @@ class Task:
             raise ValueError(f"agent must be in [0, {self.n_agents}), got {agent=}")
         x, y = self.local_data(agent)
         if self.batch_size:
-            idx = torch.from_numpy(self.batch(agent, round_))
+            idx = torch.from_numpy(self.batch(agent, round))
             x, y = x[idx], y[idx]
         self.flat.load(params)
         self.flat.zero_grad()
