@@ -141,11 +141,20 @@ def _override(data, item):
     except yaml.YAMLError:
         value = raw
     node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a mapping")
-    node[parts[-1]] = value
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):  # contenders.2.grid: a list index
+            if not (part.isdigit() and int(part) < len(node)):
+                raise ConfigError(f"override {item!r}: {part} is not an index of a list of {len(node)}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {parts[i - 1]} is neither a mapping nor a list")
+        elif not last:
+            node.setdefault(part, {})
+        if last:
+            node[part] = value
+        else:
+            node = node[part]
 
 
 def from_dict(data):

@@ -13,7 +13,7 @@ import yaml
 from tqdm import tqdm
 
 from .. import config as config_mod
-from ..errors import ConfigError
+from ..errors import ConfigError, PsgradError
 from ..plot import read_metrics
 from ..runtime.driver import build, handshake, resolve_workers, run_local, run_mpi
 from . import figures, table
@@ -70,19 +70,35 @@ def run_point(point, comparison, comm, world, resume, bar, say):
         done = comm.bcast(done, root=0)
     if bar is not None:
         bar.set_postfix_str(cfg.run.name, refresh=False)
+    diverged = False
     if not done:
         task, sc = build(cfg)
         if comm is not None and world > 1:
             handshake(comm, cfg)
             summary, _ = run_mpi(cfg, task, sc, comm, log=say)
         else:
-            summary, _ = run_local(cfg, task, sc, log=say)
+            try:
+                summary, _ = run_local(cfg, task, sc, log=say)
+            except PsgradError as e:
+                if not is_divergence(e):
+                    raise
+                # A step size that blows up is a result of the grid, not a failure of the comparison.
+                diverged = True
+                where = getattr(e, "psgrad_where", (None, None))[1]
+                say(f"{cfg.run.name}: diverged in round {where}")
     if bar is None:
         return None
     bar.update(1)
+    if diverged:
+        return table.diverged_result(read_metrics(folder), comparison.target)
     if done:
         summary = json.loads((folder / "summary.json").read_text())
     return table.run_result(read_metrics(folder), comparison.target, summary)
+
+
+def is_divergence(exc):
+    """Whether ``exc`` is the runtime's report of a non-finite gradient or loss."""
+    return "not finite" in str(exc)
 
 
 def finished(folder, cfg):

@@ -16,11 +16,11 @@ import statistics
 
 COLUMNS = ("label", "scheme", "codec", "proposed", "best_grid_point", "reached", "bits_to_target",
            "rounds_to_target", "wire_bytes_to_target", "ratio_to_best_baseline", "final_metric", "best_metric",
-           "total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate", "seeds_reached",
+           "total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate", "diverged_round", "seeds_reached",
            "bits_to_target_median", "bits_to_target_min", "bits_to_target_max")
 SWEEP_COLUMNS = ("label", "grid_point", "run", "reached", "bits_to_target", "rounds_to_target",
                  "wire_bytes_to_target", "final_metric", "best_metric", "total_uplink_bits", "total_downlink_bits",
-                 "uplink_bits_per_coordinate", "best")
+                 "uplink_bits_per_coordinate", "diverged_round", "best")
 
 
 def reach(rows, target):
@@ -51,7 +51,21 @@ def run_result(rows, target, summary):
         "total_uplink_bits": int(summary["uplink_payload_bits"]),
         "total_downlink_bits": int(summary["downlink_payload_bits"]),
         "uplink_bits_per_coordinate": float(summary["bits_per_coordinate"]),
+        "diverged_round": None,
     }
+
+
+def diverged_result(rows, target):
+    """A run stopped by a non-finite gradient: what it reached before, and a NaN final metric.
+
+    Its folder holds metrics.csv up to the last complete round but no summary.
+    """
+    last = rows[-1] if rows else {}
+    up = int(last.get("cum_up_payload_bits", 0))
+    fake = {"uplink_payload_bits": up, "downlink_payload_bits": int(last.get("cum_down_payload_bits", 0)),
+            "bits_per_coordinate": math.nan}
+    return {**run_result(rows, target, fake), "final_metric": math.nan,
+            "diverged_round": int(last.get("round", 0)) + 1}
 
 
 def better_run(a, b, target):
@@ -138,6 +152,8 @@ def markdown(comparison, rows, meta):
             ratio = "" if r["ratio_to_best_baseline"] is None else f"{r['ratio_to_best_baseline']:.3g}x"
         else:
             bits, rounds, ratio = f"not reached (best {r['best_metric']:.4g})", "", ""
+        if r["diverged_round"] is not None:
+            bits += f" (diverged in round {r['diverged_round']})"
         if comparison.repeats > 1 and r["bits_to_target_median"] is not None:
             bits += (f" [{r['seeds_reached']} seeds: {_bits(r['bits_to_target_min'])}"
                      f"-{_bits(r['bits_to_target_max'])}]")

@@ -225,3 +225,9 @@ def test_extra_seeds_rerun_each_winner_and_resume_skips_finished_runs(tmp_path):
     again = run_comparison(tiny(tmp_path, fixed_lr=0.1, repeats=2), progress=False, resume=True)
     assert (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns == stamp
     assert again == rows
+
+
+def test_a_learning_rate_that_diverges_is_a_result_not_a_crash(tmp_path):
+    rows = run_comparison(tiny(tmp_path, fixed_lr=50.0), progress=False)
+    assert all(not r["reached"] and r["diverged_round"] > 0 and math.isnan(r["final_metric"]) for r in rows)
+    assert "diverged in round" in (tmp_path / "tiny" / "table.md").read_text()
