@@ -38,8 +38,8 @@ class TaskConfig:
 class SchemeConfig:
     """The uplink algorithm and the codec it uses."""
 
-    name: str = "direct"
-    codec: str = "fp32"
+    name: str = "tpc"    # the default job: temporal predictive coding ...
+    codec: str = "qsgd"  # ... with a QSGD-compressed residual
     codec_params: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
 

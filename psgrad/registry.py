@@ -15,4 +15,7 @@ def build(kind, registry, name, params):
     if unknown:
         raise ConfigError(f"{kind} {name!r} has no parameter {', '.join(unknown)}; "
                           f"valid: {', '.join(valid) or '(none)'}")
-    return cls(**params)
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:  # constructors validate and say why
+        raise ConfigError(f"{kind} {name!r}: {e}") from None

@@ -8,7 +8,9 @@ import importlib
 
 # name -> module under psgrad.bench with a main(argv) function
 BENCHMARKS = {
+    "codecs": "codecs",
     "operators": "operators",
+    "schemes": "schemes",
 }
 
 

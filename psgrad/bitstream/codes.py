@@ -157,3 +157,24 @@ def read_rice(buf, end, pos, k):
             raise DecodeError("integer code: Rice quotient too large")
     low, pos = read_bits(buf, end, pos, k)
     return (np.int64(q) << k) | np.int64(low), pos
+
+
+def rice_parameter(count, span):
+    """The Rice parameter ``k`` that minimises the expected length of geometric gaps.
+
+    ``count`` positions spread uniformly over ``span`` slots leave gaps that are
+    close to geometric with ``q = 1 - count / span``; the expected Rice length
+    is ``k + 1 + q^(2^k) / (1 - q^(2^k))`` (Golomb 1966; Gallager and van
+    Voorhis 1975 for the optimal Golomb parameter), minimised here over ``k``.
+    Both sides compute it from public sizes, so it costs no bits.
+    """
+    if count <= 0 or span <= count:
+        return 0
+    q = 1.0 - count / span
+    best_k, best = 0, float("inf")
+    for k in range(0, 48):
+        qk = q ** (1 << k)
+        cost = k + 1 + (qk / (1.0 - qk) if qk < 1.0 else float("inf"))
+        if cost < best:
+            best_k, best = k, cost
+    return best_k

@@ -1,13 +1,29 @@
 """The codec registry. Adding a codec is one module plus one line here."""
 from ..registry import build
 from .base import Codec, Encoded, Key
-from .floats import Fp16, Fp32
+from .floats import Bf16, Fp16, Fp32
+from .natural import Natural, NaturalDither
+from .qsgd import Qsgd
+from .rotated import RotatedSign
+from .signs import ScaledSign, Sign
+from .sparse import RandK, TopK
 from .sparse_dither import SparseDither
 from .spherical import Spherical
+from .terngrad import TernGrad
 
 REGISTRY = {
     "fp32": Fp32,
     "fp16": Fp16,
+    "bf16": Bf16,
+    "qsgd": Qsgd,
+    "natural": Natural,
+    "natural_dither": NaturalDither,
+    "terngrad": TernGrad,
+    "sign": Sign,
+    "scaled_sign": ScaledSign,
+    "topk": TopK,
+    "randk": RandK,
+    "rotated_sign": RotatedSign,
     "sparse_dither": SparseDither,
     "spherical": Spherical,
 }

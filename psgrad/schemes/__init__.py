@@ -1,10 +1,20 @@
 """The scheme registry. A scheme takes a codec plus its own keyword parameters."""
 from ..codecs import codec as make_codec
 from ..registry import build
-from .base import Context, Direct, Empty, Scheme, digest
+from .base import Context, Direct, Empty, Scheme, codec_mismatch, digest
+from .diana import Diana
+from .ef import EF
+from .ef21 import EF21
+from .lag import Lag
+from .tpc import TPC
 
 REGISTRY = {
     "direct": Direct,
+    "ef": EF,
+    "ef21": EF21,
+    "diana": Diana,
+    "lag": Lag,
+    "tpc": TPC,
 }
 
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..codecs.base import Key
+from ..errors import ConfigError
 
 
 class Context(NamedTuple):
@@ -46,19 +47,72 @@ def digest(state):
         if isinstance(value, tuple) and hasattr(value, "_fields"):
             h.update(digest(value).encode())
             continue
+        if isinstance(value, tuple):  # a memory of arrays: its length, then each entry
+            h.update(f"tuple{len(value)}".encode())
+            for a in value:
+                a = np.ascontiguousarray(a)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+            continue
         a = np.ascontiguousarray(value)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
 
 
+def frozen(a):
+    """``a`` made read-only, for arrays that the state keeps and also hands out as ``g_hat``.
+
+    Sharing instead of copying saves a pass over ``d`` floats per round; the
+    flag turns an accidental in-place update by a caller into an error rather
+    than a silent divergence of agent and server.
+    """
+    a.setflags(write=False)
+    return a
+
+
+def codec_mismatch(codec, d, requires):
+    """Why ``codec`` does not meet ``requires`` (None, "unbiased" or "contractive") at length ``d``, or None.
+
+    Contractive: ``||C(x) - x||^2 <= (1 - alpha) ||x||^2`` with ``alpha > 0``,
+    declared by ``codec.alpha(d)``; an unbiased codec with ``omega(d) < 1`` is
+    contractive too (with ``alpha = 1 - omega``).
+    """
+    if requires is None:
+        return None
+    omega, alpha = codec.omega(d), codec.alpha(d)
+    if requires == "unbiased":
+        if codec.unbiased:
+            return None
+        return "is biased (declares unbiased=False)"
+    if requires == "contractive":
+        if alpha is not None and alpha > 0:
+            return None
+        if codec.unbiased and omega is not None and omega < 1:
+            return None
+        return (f"is not known to be contractive at d={d} "
+                f"(unbiased={codec.unbiased}, omega(d)={omega}, alpha(d)={alpha})")
+    raise ValueError(f"unknown codec requirement {requires!r}; valid: None, 'unbiased', 'contractive'")
+
+
 class Scheme:
-    """Base class: subclasses implement ``init``, ``encode`` and ``reconstruct``."""
+    """Base class: subclasses implement ``init``, ``encode`` and ``reconstruct``.
+
+    ``requires`` names the kind of codec the scheme's guarantees rest on
+    (None, "unbiased" or "contractive"); ``check_codec(d)`` refuses any other.
+    """
 
     name = ""
+    requires = None
 
     def __init__(self, codec):
         self.codec = codec
+
+    def check_codec(self, d):
+        """Raise ``ConfigError`` unless the codec meets ``requires`` for gradients of length ``d``."""
+        why = codec_mismatch(self.codec, d, self.requires)
+        if why is not None:
+            raise ConfigError(f"scheme {self.name!r} needs a {self.requires} codec; codec {self.codec!r} {why}")
 
     def __repr__(self):
         return f"{self.name}({self.codec!r})"

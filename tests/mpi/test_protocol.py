@@ -17,7 +17,7 @@ def shared_dir(comm, tmp_path):
 
 def mpi_and_local(comm, tmp_path, *overrides):
     root = shared_dir(comm, tmp_path)
-    base = [f"run.results_dir={root}", "run.log_every=1000", *overrides]
+    base = [f"run.results_dir={root}", "run.log_every=1000", "scheme.name=direct", "scheme.codec=fp32", *overrides]
     cfg = resolve_workers(config.load(None, [*base, "run.name=mpi"]), comm.Get_size())
     task, sc = build(cfg)
     summary, node = run_mpi(cfg, task, sc, comm, log=lambda line: None)
@@ -35,6 +35,7 @@ def rows(path):
 
 @pytest.mark.parametrize("overrides", [
     ("run.rounds=12", "scheme.codec=fp16"),
+    ("run.rounds=12", "scheme.name=tpc", "scheme.codec=qsgd", "run.agents_per_worker=2"),
     ("run.rounds=8", "run.agents_per_worker=2", "task.name=linreg"),
     ("run.rounds=6", "task.name=mlp", "task.dataset=digits", "task.batch_size=16", "optim.momentum=0.9"),
 ])

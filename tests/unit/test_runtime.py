@@ -12,7 +12,8 @@ from psgrad.runtime.worker import Worker
 
 
 def make_cfg(tmp_path, *overrides):
-    cfg = config.load(None, [f"run.results_dir={tmp_path}", "run.log_every=1000", *overrides])
+    cfg = config.load(None, [f"run.results_dir={tmp_path}", "run.log_every=1000", "scheme.name=direct",
+                             "scheme.codec=fp32", *overrides])
     return resolve_workers(cfg, 1)
 
 

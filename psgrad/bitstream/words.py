@@ -1,0 +1,354 @@
+"""Bulk bitstream kernels over 64-bit words, for the hot loops of codecs.
+
+The stream is the one of ``bits`` (stream bit ``i`` is bit ``i % 8`` of byte
+``i // 8``), held in a little-endian uint64 array instead of bytes: stream bit
+``i`` is then bit ``i % 64`` of word ``i // 64``, so ``words.view(np.uint8)``
+*is* the byte stream and a field is written with at most two word ORs instead
+of a loop over bytes. Every buffer carries one spare zero word at the end so
+that a field straddling the last word boundary needs no branch on the
+buffer's size; callers check ``pos + n <= end`` themselves (readers of
+variable-length codes below check it for you and raise ``DecodeError``).
+
+``put`` and ``get`` are inlined into their callers at the numba IR level: a
+plain call would pay an atomic reference-count update on the array per field.
+
+``load_words`` copies a received payload into such a buffer and zeroes every
+bit at or after ``nbits``, so a decoder never sees stray padding and a scan
+for a terminating bit always stops at the buffer's end.
+"""
+import sys
+
+import numpy as np
+from numba import njit
+
+from ..errors import DecodeError
+from .codes import bit_length
+
+if sys.byteorder != "little":  # the word view of the byte stream relies on it
+    raise ImportError("psgrad.bitstream.words needs a little-endian machine")
+
+_OVERRUN = "bitstream: read past the end of the payload"
+_TOO_BIG = "integer code: value exceeds 63 bits"
+_ONE = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+# de Bruijn sequence B(2, 6): the top 6 bits of (lowest set bit * _DEBRUIJN) index _CTZ
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_CTZ = np.zeros(64, np.int64)
+for _i in range(64):
+    _CTZ[((1 << _i) * 0x03F79D71B4CB0A89 & 0xFFFFFFFFFFFFFFFF) >> 58] = _i
+
+
+def new_words(max_bits):
+    """A zeroed word buffer that holds ``max_bits`` bits plus the spare word."""
+    return np.zeros((int(max_bits) + 63) // 64 + 1, np.uint64)
+
+
+def words_to_bytes(words, nbits):
+    """The first ``ceil(nbits / 8)`` bytes of a word buffer (a view, no copy)."""
+    return words.view(np.uint8)[: (int(nbits) + 7) // 8]
+
+
+def load_words(data, nbits):
+    """Copy a uint8 payload of ``nbits`` bits into a fresh word buffer, zeroing bits past ``nbits``."""
+    nbytes = (int(nbits) + 7) // 8
+    words = new_words(nbits)
+    words.view(np.uint8)[:nbytes] = data[:nbytes]
+    if nbits & 63:
+        words[nbits >> 6] &= np.uint64((1 << (nbits & 63)) - 1)
+    return words
+
+
+@njit(cache=True, inline="always")
+def ctz(x):
+    """Number of trailing zero bits of a non-zero uint64."""
+    return _CTZ[((x & (~x + _ONE)) * _DEBRUIJN) >> np.uint64(58)]
+
+
+@njit(cache=True, inline="always")
+def put(words, pos, value, n):
+    """Write the ``n``-bit value ``value`` (``0 <= n <= 64``, ``value < 2**n``) at bit ``pos``; return ``pos + n``."""
+    w = pos >> 6
+    off = pos & 63
+    v = np.uint64(value)
+    words[w] |= v << np.uint64(off)
+    if off + n > 64:
+        words[w + 1] |= v >> np.uint64(64 - off)
+    return pos + n
+
+
+@njit(cache=True, inline="always")
+def get(words, pos, n):
+    """Read ``n`` bits (``0 <= n <= 64``) at bit ``pos``; return ``(value, pos + n)``. No end check."""
+    w = pos >> 6
+    off = pos & 63
+    v = words[w] >> np.uint64(off)
+    if off + n > 64:
+        v |= words[w + 1] << np.uint64(64 - off)
+    if n < 64:
+        v &= (_ONE << np.uint64(n)) - _ONE
+    return v, pos + n
+
+
+@njit(cache=True)
+def get_checked(words, end, pos, n):
+    """``get`` that raises ``DecodeError`` when the field would end past ``end``."""
+    if pos + n > end:
+        raise DecodeError(_OVERRUN)
+    return get(words, pos, n)
+
+
+@njit(cache=True)
+def put_gamma(words, pos, n):
+    """Elias gamma of ``n >= 1`` (layout as ``codes.write_gamma``)."""
+    L = bit_length(n) - 1
+    pos += L
+    pos = put(words, pos, 1, 1)
+    return put(words, pos, np.uint64(n) & ((_ONE << np.uint64(L)) - _ONE), L)
+
+
+@njit(cache=True)
+def _scan_zeros(words, end, pos):
+    """Count zero bits from ``pos`` up to a 1 bit; return ``(count, position after the 1)``."""
+    count = 0
+    while True:
+        if pos >= end:
+            raise DecodeError(_OVERRUN)
+        off = pos & 63
+        word = words[pos >> 6] >> np.uint64(off)
+        if word != 0:
+            t = ctz(word)
+            return count + t, pos + t + 1  # bits past end are zero, so pos + t < end
+        count += 64 - off
+        pos += 64 - off
+        if count > 64:
+            raise DecodeError(_TOO_BIG)
+
+
+@njit(cache=True)
+def get_gamma(words, end, pos):
+    """Read an Elias gamma code; ``DecodeError`` on truncation or a value over 63 bits."""
+    L, pos = _scan_zeros(words, end, pos)
+    if L > 62:
+        raise DecodeError(_TOO_BIG)
+    if pos + L > end:
+        raise DecodeError(_OVERRUN)
+    low, pos = get(words, pos, L)
+    return (np.int64(1) << L) | np.int64(low), pos
+
+
+@njit(cache=True)
+def put_omega(words, pos, n):
+    """Elias omega of ``n >= 1`` (layout as ``codes.write_omega``)."""
+    vals = np.empty(8, np.int64)
+    count = 0
+    v = np.int64(n)
+    while v > 1:
+        vals[count] = v
+        count += 1
+        v = np.int64(bit_length(v) - 1)
+    for j in range(count - 1, -1, -1):
+        L = bit_length(vals[j]) - 1
+        pos = put(words, pos, 1, 1)
+        pos = put(words, pos, np.uint64(vals[j]) & ((_ONE << np.uint64(L)) - _ONE), L)
+    return pos + 1
+
+
+@njit(cache=True)
+def get_omega(words, end, pos):
+    """Read an Elias omega code; ``DecodeError`` on truncation or a value over 63 bits."""
+    n = np.int64(1)
+    while True:
+        if pos >= end:
+            raise DecodeError(_OVERRUN)
+        b, pos = get(words, pos, 1)
+        if b == 0:
+            return n, pos
+        if n > 62:
+            raise DecodeError(_TOO_BIG)
+        if pos + n > end:
+            raise DecodeError(_OVERRUN)
+        low, pos = get(words, pos, n)
+        n = (np.int64(1) << n) | np.int64(low)
+
+
+@njit(cache=True)
+def put_rice(words, pos, n, k):
+    """Golomb-Rice code of ``n >= 0`` with parameter ``k`` (layout as ``codes.write_rice``)."""
+    q = np.int64(n) >> k
+    while q >= 64:
+        pos = put(words, pos, _ALL, 64)
+        q -= 64
+    pos = put(words, pos, (_ONE << np.uint64(q)) - _ONE, q)
+    pos += 1
+    return put(words, pos, np.uint64(n) & ((_ONE << np.uint64(k)) - _ONE), k)
+
+
+@njit(cache=True)
+def get_rice(words, end, pos, k):
+    """Read a Golomb-Rice code with parameter ``k``; ``DecodeError`` on truncation or overflow."""
+    q = np.int64(0)
+    limit = np.int64(1) << (62 - k)
+    while True:
+        if pos >= end:
+            raise DecodeError(_OVERRUN)
+        off = pos & 63
+        inv = ~(words[pos >> 6] >> np.uint64(off))  # ones above the word's end become zeros here
+        avail = 64 - off
+        t = 64 if inv == 0 else ctz(inv)
+        if t < avail:
+            if pos + t >= end:  # the 0 found lies in the zeroed tail, not in the payload
+                raise DecodeError(_OVERRUN)
+            q += t
+            pos += t + 1
+            break
+        q += avail
+        pos += avail
+        if q >= limit:
+            raise DecodeError("integer code: Rice quotient too large")
+    if q >= limit:
+        raise DecodeError("integer code: Rice quotient too large")
+    if pos + k > end:
+        raise DecodeError(_OVERRUN)
+    low, pos = get(words, pos, k)
+    return (q << k) | np.int64(low), pos
+
+
+@njit(cache=True)
+def pack_signs(x, words, pos):
+    """Write the IEEE sign bit of each float32 in ``x`` (1 = negative, so -0.0 counts as negative)
+    as ``len(x)`` consecutive bits from ``pos``, 64 per word write; return the new position."""
+    u = x.view(np.uint32)
+    n = x.shape[0]
+    full = n // 64
+    for w in range(full):
+        acc = np.uint64(0)
+        base = 64 * w
+        for j in range(64):
+            acc |= np.uint64(u[base + j] >> np.uint32(31)) << np.uint64(j)
+        pos = put(words, pos, acc, 64)
+    acc = np.uint64(0)
+    for j in range(n - 64 * full):
+        acc |= np.uint64(u[64 * full + j] >> np.uint32(31)) << np.uint64(j)
+    return put(words, pos, acc, n - 64 * full)
+
+
+@njit(cache=True)
+def unpack_signs(words, pos, out, magnitude):
+    """Fill ``out`` with ``+magnitude`` / ``-magnitude`` from ``len(out)`` sign bits at ``pos``
+    (1 = negative); return the new position. The caller checks the bits exist."""
+    u = out.view(np.uint32)
+    mag = np.float32(magnitude)
+    m = np.empty(1, np.float32)
+    m[0] = mag
+    mbits = m.view(np.uint32)[0] & np.uint32(0x7FFFFFFF)
+    n = out.shape[0]
+    full = n // 64
+    for w in range(full):
+        bits, pos = get(words, pos, 64)
+        base = 64 * w
+        for j in range(64):
+            u[base + j] = mbits | (np.uint32((bits >> np.uint64(j)) & _ONE) << np.uint32(31))
+    rest = n - 64 * full
+    bits, pos = get(words, pos, rest)
+    for j in range(rest):
+        u[64 * full + j] = mbits | (np.uint32((bits >> np.uint64(j)) & _ONE) << np.uint32(31))
+    return pos
+
+
+@njit(cache=True)
+def put_words(words, pos, src, nbits):
+    """Append the first ``nbits`` bits of word array ``src`` (its bit ``i`` is bit ``i % 64`` of word
+    ``i // 64``, bits past ``nbits`` zero) at ``pos``; return ``pos + nbits``. A shifted word copy."""
+    n = (nbits + 63) // 64
+    w = pos >> 6
+    off = pos & 63
+    if off == 0:
+        for k in range(n):
+            words[w + k] = src[k]
+    else:
+        sh = np.uint64(off)
+        back = np.uint64(64 - off)
+        for k in range(n):
+            v = src[k]
+            words[w + k] |= v << sh
+            words[w + k + 1] = v >> back
+    return pos + nbits
+
+
+@njit(cache=True)
+def get_words(words, pos, nbits, dst):
+    """Copy ``nbits`` bits from ``pos`` into word array ``dst`` (aligned at 0, trailing bits zero).
+    The caller checks ``pos + nbits <= end``."""
+    n = (nbits + 63) // 64
+    w = pos >> 6
+    off = pos & 63
+    if off == 0:
+        for k in range(n):
+            dst[k] = words[w + k]
+    else:
+        sh = np.uint64(off)
+        back = np.uint64(64 - off)
+        for k in range(n):
+            dst[k] = (words[w + k] >> sh) | (words[w + k + 1] << back)
+    if nbits & 63:
+        dst[n - 1] &= (_ONE << np.uint64(nbits & 63)) - _ONE
+
+
+@njit(cache=True)
+def pack_fixed(vals, width, out):
+    """Pack ``vals[i] < 2**width`` (``1 <= width <= 32``) as consecutive ``width``-bit fields into the
+    zeroed word array ``out`` from bit 0; return the number of bits."""
+    n = vals.shape[0]
+    w = np.uint64(width)
+    if 64 % width == 0:  # whole fields per word: a fixed inner loop the compiler unrolls
+        per = 64 // width
+        full = n // per
+        for k in range(full):
+            acc = np.uint64(0)
+            for j in range(per):
+                acc |= np.uint64(vals[k * per + j]) << np.uint64(j * width)
+            out[k] = acc
+        acc = np.uint64(0)
+        for j in range(n - full * per):
+            acc |= np.uint64(vals[full * per + j]) << np.uint64(j * width)
+        if n > full * per:
+            out[full] = acc
+        return n * width
+    acc = np.uint64(0)
+    nacc = 0
+    k = 0
+    for i in range(n):
+        v = np.uint64(vals[i])
+        acc |= v << np.uint64(nacc)
+        nacc += width
+        if nacc >= 64:
+            out[k] = acc
+            k += 1
+            nacc -= 64
+            acc = v >> (w - np.uint64(nacc)) if nacc > 0 else np.uint64(0)
+    if nacc > 0:
+        out[k] = acc
+    return n * width
+
+
+@njit(cache=True)
+def unpack_fixed(src, width, out):
+    """Inverse of ``pack_fixed``: fill ``out`` with ``len(out)`` fields of ``width`` bits from word array ``src``."""
+    n = out.shape[0]
+    mask = (_ONE << np.uint64(width)) - _ONE
+    if 64 % width == 0:
+        per = 64 // width
+        for k in range((n + per - 1) // per):
+            v = src[k]
+            for j in range(min(per, n - k * per)):
+                out[k * per + j] = (v >> np.uint64(j * width)) & mask
+        return
+    for i in range(n):
+        p = i * width
+        k = p >> 6
+        off = p & 63
+        v = src[k] >> np.uint64(off)
+        if off + width > 64:
+            v |= src[k + 1] << np.uint64(64 - off)
+        out[i] = v & mask

@@ -1,0 +1,87 @@
+"""Decoder fuzzing: truncated, bit-flipped and random payloads only ever raise DecodeError.
+
+Every registered codec is fuzzed (the registry is read at collection time),
+with a few thousand payloads each; a decoder that accepts a payload must still
+return float32[d]. Numba does not bounds-check, so an out-of-bounds read would
+show as garbage or a crash here rather than an IndexError.
+"""
+import numpy as np
+import pytest
+
+import psgrad
+from psgrad.errors import DecodeError
+
+KEY = psgrad.Key(seed=3, agent=1, round=9)
+CASES = 1500  # per codec and family; the whole file stays within seconds
+
+
+def _try(c, data, nbits, d):
+    try:
+        out = c.decode(data, nbits, d, KEY)
+    except DecodeError:
+        return False
+    assert out.dtype == np.float32 and out.shape == (d,)
+    return True
+
+
+def _valid(name, d, seed=0):
+    c = psgrad.codec(name)
+    x = np.random.default_rng(seed).standard_t(3, d).astype(np.float32)
+    return c, c.encode(x, KEY)
+
+
+@pytest.mark.parametrize("name", psgrad.codecs())
+def test_truncated_and_extended_payloads_raise_only_decode_error(name):
+    for d in (1, 37, 300):
+        c, enc = _valid(name, d)
+        assert _try(c, enc.data, enc.nbits, d)
+        for nbits in range(max(0, enc.nbits - 300), enc.nbits + 70):
+            if nbits == enc.nbits:
+                continue
+            data = np.zeros((nbits + 7) // 8, np.uint8)
+            n = min(len(data), len(enc.data))
+            data[:n] = enc.data[:n]
+            _try(c, data, nbits, d)
+        for wrong_d in (0, d - 1, d + 1, 2 * d + 5):
+            _try(c, enc.data, enc.nbits, wrong_d)
+
+
+@pytest.mark.parametrize("name", psgrad.codecs())
+def test_bit_flipped_payloads_raise_only_decode_error(name):
+    rng = np.random.default_rng(1)
+    c, enc = _valid(name, 61)
+    if enc.nbits == 0:
+        return
+    for _ in range(CASES):
+        data = enc.data.copy()
+        for b in rng.integers(0, enc.nbits, rng.integers(1, 4)):
+            data[b >> 3] ^= np.uint8(1 << (b & 7))
+        _try(c, data, enc.nbits, 61)
+
+
+@pytest.mark.parametrize("name", psgrad.codecs())
+def test_random_payloads_raise_only_decode_error(name):
+    rng = np.random.default_rng(2)
+    _, enc = _valid(name, 45)
+    c = psgrad.codec(name)
+    for _ in range(CASES):
+        nbits = int(rng.integers(0, 2 * enc.nbits + 64))
+        data = rng.integers(0, 256, (nbits + 7) // 8, dtype=np.uint8)
+        if nbits % 8 and rng.random() < 0.5:
+            data[-1] &= np.uint8((1 << (nbits % 8)) - 1)
+        _try(c, data, nbits, int(rng.choice([45, 1, 0, 200])))
+    # the same length as a valid payload, random contents: exercises the value checks
+    for _ in range(CASES):
+        data = rng.integers(0, 256, len(enc.data), dtype=np.uint8)
+        _try(c, data, enc.nbits, 45)
+
+
+@pytest.mark.parametrize("name", psgrad.codecs())
+def test_bad_buffers_are_refused_before_decoding(name):
+    c = psgrad.codec(name)
+    with pytest.raises(DecodeError):
+        c.decode(np.zeros(2, np.uint8), 17, 4, KEY)
+    with pytest.raises(DecodeError):
+        c.decode(np.zeros(4, np.int32), 8, 4, KEY)
+    with pytest.raises(DecodeError):
+        c.decode(np.zeros(4, np.uint8), -1, 4, KEY)

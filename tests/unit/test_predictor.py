@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+import psgrad
+from psgrad.schemes import kernels
+from psgrad.schemes.predictor import CoefficientCode, default_bound, fit
+from psgrad.schemes.trigger import Trigger
+
+
+def test_least_squares_recovers_exact_coefficients_of_a_combination_in_the_memory():
+    rng = np.random.default_rng(0)
+    mem = tuple(rng.standard_normal(500).astype(np.float32) for _ in range(3))
+    g = (2.0 * mem[0].astype(np.float64) - 1.5 * mem[1] + 0.25 * mem[2]).astype(np.float32)
+    G, b, gg = kernels.moments(mem, g)
+    assert np.allclose(fit(G, b, 1e-12, 10.0), [2.0, -1.5, 0.25], atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_moment_kernels_agree_with_float64_linear_algebra(k):
+    rng = np.random.default_rng(k)
+    mem = tuple(rng.standard_normal(1001).astype(np.float32) for _ in range(k))
+    g = rng.standard_normal(1001).astype(np.float32)
+    G, b, gg = kernels.moments(mem, g)
+    M = np.stack(mem).astype(np.float64)
+    assert np.allclose(G, M @ M.T, rtol=1e-12) and np.allclose(b, M @ g, rtol=1e-9, atol=1e-9)
+    assert np.isclose(gg, g.astype(np.float64) @ g, rtol=1e-12)
+
+
+def test_rank_deficient_memories_give_finite_bounded_coefficients():
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    cases = [
+        (x, x, x),                                  # one direction three times
+        (x, np.float32(1 + 1e-7) * x, 2 * x),      # nearly collinear
+        (np.zeros(64, np.float32), x),              # an empty slot from a skipped warm-up round
+        (np.zeros(64, np.float32),) * 2,            # nothing at all
+    ]
+    for mem in cases:
+        g = (x + 0.1 * np.cos(7 * x)).astype(np.float32)
+        G, b, _ = kernels.moments(mem, g)
+        a = fit(G, b, 1e-9, 6.0)
+        assert np.all(np.isfinite(a)) and np.all(np.abs(a) <= 6.0)
+    G, b, _ = kernels.moments((x, x), x)
+    assert np.allclose(fit(G, b, 1e-9, 6.0), [0.5, 0.5], atol=1e-6)  # the minimum-norm split
+
+
+def test_coefficient_grid_is_symmetric_with_an_exact_zero_and_clips_to_the_range():
+    code = CoefficientCode(4, 7.0)  # levels -7..7, step 1
+    codes, values = code.quantize([0.0, 1.4, -2.6, 100.0, -100.0])
+    assert codes == [7, 8, 4, 14, 0]
+    assert values.tolist() == [0.0, 1.0, -3.0, 7.0, -7.0]
+    assert code.decode(codes, "t").tolist() == values.tolist()
+    with pytest.raises(psgrad.DecodeError, match="not a grid point"):
+        code.decode([15], "t")
+
+
+def test_float32_coefficients_round_trip_and_reject_non_finite_codes():
+    code = CoefficientCode(32, 6.0)
+    codes, values = code.quantize([0.1, -2.5])
+    assert values.tolist() == [np.float32(0.1), -2.5]
+    assert code.decode(codes, "t").tolist() == values.tolist()
+    with pytest.raises(psgrad.DecodeError, match="non-finite"):
+        code.decode([0x7FC00000], "t")
+
+
+def test_default_coefficient_range_covers_the_binomial_predictor():
+    assert [default_bound(p) for p in (1, 2, 3, 4)] == [2.0, 4.0, 6.0, 12.0]
+
+
+def test_prediction_kernel_is_the_float32_sum_in_memory_order():
+    rng = np.random.default_rng(3)
+    mem = tuple(rng.standard_normal(33).astype(np.float32) for _ in range(3))
+    a = np.array([0.5, -1.25, 2.0], np.float32)
+    expected = (a[0] * mem[0] + a[1] * mem[1]) + a[2] * mem[2]
+    assert np.array_equal(kernels.predict(mem, a), expected)
+    r = rng.standard_normal(33).astype(np.float32)
+    assert np.array_equal(kernels.predict(mem, a, r), expected + r)
+    res, res_sq = kernels.residual(mem, a, r)
+    assert np.array_equal(res, r - expected) and np.isclose(res_sq, np.sum((r - expected).astype(np.float64) ** 2))
+
+
+def test_trigger_threshold_is_the_sum_of_its_terms():
+    t = Trigger(tau=1.0, eps=0.5, xi=2.0)
+    assert t.threshold_sq(g_sq=4.0, model_delta_sq=0.25) == 1.0 + 1.0 + 0.5
+    assert not t.fires(2.5, 4.0, 0.25, silent=0) and t.fires(2.5001, 4.0, 0.25, silent=0)
+
+
+def test_trigger_with_no_threshold_always_fires_and_max_silent_forces_a_send():
+    assert Trigger().always and Trigger().fires(0.0, 0.0, 0.0, 0)
+    t = Trigger(eps=1.0, max_silent=3)
+    assert not t.fires(0.5, 1.0, 0.0, silent=2) and t.fires(0.5, 1.0, 0.0, silent=3)
