@@ -2,12 +2,14 @@ import copy
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from psgrad.compare import __main__ as cli
 from psgrad.compare import from_dict, load, reach, run_comparison, run_result
 from psgrad.compare.spec import Target
+from psgrad.compare.sweep import check_target
 from psgrad.compare.table import COLUMNS, best_index
 from psgrad.errors import ConfigError
 from psgrad.plot import read_metrics
@@ -231,3 +233,16 @@ def test_a_learning_rate_that_diverges_is_a_result_not_a_crash(tmp_path):
     rows = run_comparison(tiny(tmp_path, fixed_lr=50.0), progress=False)
     assert all(not r["reached"] and r["diverged_round"] > 0 and math.isnan(r["final_metric"]) for r in rows)
     assert "diverged in round" in (tmp_path / "tiny" / "table.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("configs/compare/*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
+    comparison = load(path)
+    check_target(comparison, 1)  # builds every scheme and codec and checks the target metric exists
+    assert comparison.out.parent == Path("results/compare") and comparison.out.name == path.stem
+    assert all(p.cfg.run.eval_every == 1 for p in comparison.points)
+    labels = {c.label for c in comparison.contenders}
+    assert {"fp32", "qsgd", "natural_dither", "topk-ef21", "randk", "rotated_sign-ef21", "lag", "clag-topk",
+            "sparse_dither", "spherical", "tpc-fp32"} <= labels
+    assert {c.label for c in comparison.contenders if c.proposed} == {
+        label for label in labels if label.startswith(("tpc", "sparse_dither", "spherical"))}
