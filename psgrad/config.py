@@ -71,6 +71,9 @@ class RunConfig:
     digest_every: int = 10
     results_dir: str = "results"
     timeout: float = 120.0       # seconds to wait for any one message before failing the run
+    checkpoint_every: int = 0    # rounds between checkpoints (0: only on SIGTERM); see docs/reliability.md
+    bad_message: str = "stop"    # stop | drop: a corrupt or unexpected message ends the run, or is dropped
+    nonfinite: str = "stop"      # stop | skip: a NaN/Inf local gradient ends the run, or the agent skips the round
 
 
 @dataclass
@@ -86,13 +89,16 @@ _CHOICES = {
     ("task", "partition"): ("iid", "dirichlet", "classes"),
     ("optim", "schedule"): ("constant", "cosine", "step"),
     ("run", "aggregate"): ("mean", "weighted"),
+    ("run", "bad_message"): ("stop", "drop"),
+    ("run", "nonfinite"): ("stop", "skip"),
 }
 _POSITIVE = {("run", "rounds"), ("run", "agents_per_worker"), ("run", "eval_every"), ("run", "log_every"),
              ("run", "digest_every"), ("run", "timeout"), ("optim", "lr"), ("optim", "step_every"),
              ("task", "alpha"), ("task", "classes_per_agent"), ("task", "hidden"), ("task", "dim"),
              ("task", "samples_per_agent")}
 _NON_NEGATIVE = {("run", "workers"), ("task", "batch_size"), ("task", "noise"), ("task", "heterogeneity"),
-                 ("task", "l2"), ("optim", "weight_decay"), ("run", "seed")}
+                 ("task", "l2"), ("optim", "weight_decay"), ("run", "seed"),
+                 ("run", "checkpoint_every")}
 _UNIT = {("optim", "momentum"), ("task", "test_fraction"), ("optim", "step_gamma")}
 
 

@@ -20,9 +20,10 @@ import sys
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..errors import DecodeError
-from .codes import bit_length
+from .codes import bit_length, omega_len
 
 if sys.byteorder != "little":  # the word view of the byte stream relies on it
     raise ImportError("psgrad.bitstream.words needs a little-endian machine")
@@ -31,13 +32,6 @@ _OVERRUN = "bitstream: read past the end of the payload"
 _TOO_BIG = "integer code: value exceeds 63 bits"
 _ONE = np.uint64(1)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-# de Bruijn sequence B(2, 6): the top 6 bits of (lowest set bit * _DEBRUIJN) index _CTZ
-_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
-_CTZ = np.zeros(64, np.int64)
-for _i in range(64):
-    _CTZ[((1 << _i) * 0x03F79D71B4CB0A89 & 0xFFFFFFFFFFFFFFFF) >> 58] = _i
-
 
 def new_words(max_bits):
     """A zeroed word buffer that holds ``max_bits`` bits plus the spare word."""
@@ -61,8 +55,8 @@ def load_words(data, nbits):
 
 @njit(cache=True, inline="always")
 def ctz(x):
-    """Number of trailing zero bits of a non-zero uint64."""
-    return _CTZ[((x & (~x + _ONE)) * _DEBRUIJN) >> np.uint64(58)]
+    """Number of trailing zero bits of a non-zero uint64 (one ``tzcnt`` instruction)."""
+    return np.int64(trailing_zeros(np.uint64(x)))
 
 
 @njit(cache=True, inline="always")
@@ -152,6 +146,77 @@ def put_omega(words, pos, n):
         pos = put(words, pos, 1, 1)
         pos = put(words, pos, np.uint64(vals[j]) & ((_ONE << np.uint64(L)) - _ONE), L)
     return pos + 1
+
+
+@njit(cache=True)
+def omega_code(n):
+    """Elias omega of ``n >= 1`` as ``(value, length)``: ``put(words, pos, value, length)`` writes the
+    bits of ``put_omega``. ``length <= 64`` for ``n < 2**50``; the caller keeps ``n`` below that."""
+    vals = np.empty(8, np.int64)
+    count = 0
+    v = np.int64(n)
+    while v > 1:
+        vals[count] = v
+        count += 1
+        v = np.int64(bit_length(v) - 1)
+    code = np.uint64(0)
+    length = 0
+    for j in range(count - 1, -1, -1):
+        L = bit_length(vals[j]) - 1
+        low = np.uint64(vals[j]) & ((_ONE << np.uint64(L)) - _ONE)
+        code |= (_ONE | (low << _ONE)) << np.uint64(length)
+        length += 1 + L
+    return code, length + 1
+
+
+# Table-driven Elias omega for the small values that dominate gap and level streams:
+# OMEGA_CODE[n], OMEGA_LEN[n] for 1 <= n < OMEGA_TABLE (the fields of ``omega_code``), and
+# OMEGA_DEC[w] = (n << 8) | length for every 12-bit window ``w`` that starts with a complete omega
+# code of at most OMEGA_PEEK bits (n <= 63), 0 where the code is longer (read it with ``get_omega``).
+OMEGA_TABLE = 1024
+OMEGA_PEEK = 12
+OMEGA_CODE = np.zeros(OMEGA_TABLE, np.uint64)
+OMEGA_LEN = np.zeros(OMEGA_TABLE, np.int64)
+OMEGA_DEC = np.zeros(1 << OMEGA_PEEK, np.int64)
+
+
+def _build_omega_tables():
+    for n in range(1, OMEGA_TABLE):
+        code, length = omega_code(n)
+        OMEGA_CODE[n], OMEGA_LEN[n] = code, length
+        assert length == omega_len(n)
+        if length <= OMEGA_PEEK:
+            OMEGA_DEC[int(code)::1 << length] = (n << 8) | length
+
+
+_build_omega_tables()
+
+
+@njit(cache=True, inline="always")
+def sink_put(words, w, acc, nacc, value, n):
+    """Append an ``n``-bit value (``1 <= n <= 64``) to a sequential writer held in registers:
+    ``acc`` holds ``nacc < 64`` pending bits that belong at word ``w``. Words are only stored, never
+    read back, so the buffer need not be zeroed (it needs one word past the last bit). Branch-free:
+    ``acc`` is stored every time, and the carry into the next word is selected, not branched on, so an
+    unpredictable word boundary costs no misprediction. Returns the new ``(w, acc, nacc)``; the stream
+    position is ``64 * w + nacc``. Finish with ``sink_flush``."""
+    v = np.uint64(value)
+    acc |= v << np.uint64(nacc)
+    words[w] = acc
+    nacc += n
+    full = nacc >> 6  # 1 when the word is complete
+    nacc &= 63
+    carry = (v >> _ONE) >> np.uint64(n - 1 - nacc)  # the bits of v past the word (two shifts: never by 64)
+    acc = carry if full else acc
+    return w + full, acc, nacc
+
+
+@njit(cache=True, inline="always")
+def sink_flush(words, w, acc, nacc):
+    """Store the pending bits of a ``sink_put`` writer (zero above them); return the stream length."""
+    if nacc > 0:
+        words[w] = acc
+    return 64 * w + nacc
 
 
 @njit(cache=True)

@@ -91,13 +91,15 @@ def bucket_l2(x, b):
 @njit(cache=True)
 def bucket_maxabs(x, b):
     """Largest magnitude in each ``b``-long bucket of ``x``, as float32."""
-    nb = (x.shape[0] + b - 1) // b
+    n = x.shape[0]
+    nb = (n + b - 1) // b
     out = np.zeros(nb, np.uint32)
     u = x.view(np.uint32)
     for k in range(nb):
+        # a slice indexed from 0: numba then knows the index is non-negative and the loop vectorises
+        seg = u[k * b:min((k + 1) * b, n)]
         m = np.uint32(0)
-        for i in range(k * b, min((k + 1) * b, x.shape[0])):
-            a = u[i] & np.uint32(0x7FFFFFFF)
-            m = a if a > m else m  # integer compare: ordered like the magnitudes for finite floats
+        for i in range(seg.shape[0]):
+            m = max(m, seg[i] & np.uint32(0x7FFFFFFF))  # integer order = magnitude order for finite floats
         out[k] = m
     return out.view(np.float32)

@@ -16,8 +16,11 @@ infinities and NaN saturate to ``2^127``).
 (``index << 1 | sign``), per bucket a float32 norm. Its variance bound, for
 bucket length ``B``, is ``omega = 1/8 + sqrt(B) 2^(1-s) min(1, sqrt(B) 2^(1-s))``.
 
-Layouts: ``natural`` writes the ``d`` sign bits from bit 0, then the 8-bit
-exponent codes; ``natural_dither`` writes the ``d`` fields from bit 0, then
+Layouts: ``natural`` writes the ``d`` 8-bit exponent codes as bytes ``0 .. d-1``,
+then the ``d`` sign bits from byte ``d`` (bit ``i % 8`` of byte ``d + i // 8``,
+1 = negative): every field is byte-aligned, so both sides are plain byte loops.
+Its rounding uses 23 bits of draw ``i // 2`` (low half for even ``i``, high
+half for odd), exact as said above; the decoder draws nothing. ``natural_dither`` writes the ``d`` fields from bit 0, then
 the bucket norms as float32.
 """
 import math
@@ -26,12 +29,14 @@ import numpy as np
 from numba import njit
 
 from ..bitstream.rng import draw_u64
-from ..bitstream.words import (get, get_words, load_words, new_words, pack_fixed, pack_signs, put, put_words,
-                               unpack_fixed, unpack_signs)
+from ..bitstream.words import get, load_words, new_words, pack_fixed, put, unpack_fixed
 from ..errors import DecodeError
 from .base import Codec, expect_bits
 from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
 from .signs import bits_f32, check_scale, f32_bits
+
+
+_CHUNK = 4096  # coordinates per pass of the two-loop natural dithering encoder (scratch stays in L1/L2)
 
 
 @njit(cache=True)
@@ -44,42 +49,48 @@ def _nat_code(a, r, t):
 
 
 @njit(cache=True)
-def _nat_codes(x, key, out):
-    """The 8-bit exponent code of each coordinate, eight per word of ``out`` (draw ``i // 2``
-    rounds coordinate ``i``: low half for even ``i``, high half for odd). No bit cursor in the
-    loop, so it vectorises."""
+def _nat_encode(x, key, out):
+    """Fill ``out`` (``ceil(9d / 8)`` bytes): byte ``i`` is the exponent code of coordinate ``i``
+    (draw ``i // 2`` rounds it: low half for even ``i``, high half for odd), then the sign bits
+    eight per byte. Each loop runs over a 0-based index with no bit cursor, so both vectorise."""
     u = x.view(np.uint32)
     d = x.shape[0]
+    for i in range(d):
+        j = np.uint64(i)
+        out[i] = np.uint8(_nat_code(u[i], draw_u64(key, j >> np.uint64(1)), np.int64(j & np.uint64(1))))
+    signs = out[d:]
     full = d // 8
     for g in range(full):
-        acc = np.uint64(0)
-        for p in range(4):
-            r = draw_u64(key, 4 * g + p)
-            for t in range(2):
-                acc |= np.uint64(_nat_code(u[8 * g + 2 * p + t], r, t)) << np.uint64(8 * (2 * p + t))
-        out[g] = acc
-    acc = np.uint64(0)
-    for i in range(8 * full, d):
-        c = _nat_code(u[i], draw_u64(key, i >> 1), i & 1)
-        acc |= np.uint64(c) << np.uint64(8 * (i - 8 * full))
+        acc = np.uint32(0)
+        for t in range(8):
+            acc |= (u[8 * g + t] >> np.uint32(31)) << np.uint32(t)
+        signs[g] = np.uint8(acc)
     if d > 8 * full:
-        out[full] = acc
+        acc = np.uint32(0)
+        for t in range(d - 8 * full):
+            acc |= (u[8 * full + t] >> np.uint32(31)) << np.uint32(t)
+        signs[full] = np.uint8(acc)
 
 
 @njit(cache=True)
-def _nat_merge(codes, out):
-    """Merge the exponent codes into the sign bits already in ``out`` (as +-1.0 floats)."""
-    u = out.view(np.uint32)
-    d = out.shape[0]
-    bad = False
-    for g in range((d + 7) // 8):
-        v = codes[g]
-        for t in range(min(8, d - 8 * g)):
-            c = np.uint32((v >> np.uint64(8 * t)) & np.uint64(0xFF))
-            bad |= c == np.uint32(255)
-            u[8 * g + t] = (u[8 * g + t] & np.uint32(0x80000000)) | (c << np.uint32(23))
-    if bad:
+def _nat_decode(data, d, out):
+    """Inverse of ``_nat_encode``: ``+-2^(code - 127)`` as float32 bits (code 0 gives +-0)."""
+    codes = data[:d]
+    top = np.uint8(0)
+    for i in range(d):
+        top = max(top, codes[i])
+    if top == 255:
         raise DecodeError("natural: exponent code 255 is never written")
+    u = out.view(np.uint32)
+    signs = data[d:]
+    full = d // 8
+    for g in range(full):
+        sb = np.uint32(signs[g])
+        for t in range(8):
+            u[8 * g + t] = (np.uint32(codes[8 * g + t]) << np.uint32(23)) | (((sb >> np.uint32(t)) & np.uint32(1)) << np.uint32(31))
+    for i in range(8 * full, d):
+        sb = np.uint32(signs[full])
+        u[i] = (np.uint32(codes[i]) << np.uint32(23)) | (((sb >> np.uint32(i - 8 * full)) & np.uint32(1)) << np.uint32(31))
 
 
 class Natural(Codec):
@@ -93,21 +104,42 @@ class Natural(Codec):
 
     def _encode(self, x, key):
         d = x.shape[0]
-        words = new_words(9 * d)
-        pos = pack_signs(x, words, 0)
-        codes = np.empty((d + 7) // 8, np.uint64)
-        _nat_codes(x, np.uint64(key.stream("natural")), codes)
-        return words.view(np.uint8), put_words(words, pos, codes, 8 * d)
+        out = np.empty((9 * d + 7) // 8, np.uint8)
+        _nat_encode(x, np.uint64(key.stream("natural")), out)
+        return out, 9 * d
 
     def _decode(self, data, nbits, d, key):
         expect_bits(self.name, nbits, 9 * d)
-        words = load_words(data, nbits)
         out = np.empty(d, np.float32)
-        pos = unpack_signs(words, 0, out, 1.0)
-        codes = np.empty((d + 7) // 8 + 1, np.uint64)
-        get_words(words, pos, 8 * d, codes)
-        _nat_merge(codes, out)
+        _nat_decode(data, d, out)
         return out
+
+
+@njit(cache=True)
+def _bucket_ratios(xs, n, y):
+    """``y = float32(|x| / n)`` over one bucket (0 when ``n = 0``)."""
+    ok = n > 0
+    nn = np.float64(n) if ok else 1.0
+    for i in range(xs.shape[0]):
+        y[i] = np.float32(abs(np.float64(xs[i])) / nn) if ok else np.float32(0.0)
+
+
+@njit(cache=True)
+def _bucket_symbols(xs, start, s, key, y, sym):
+    """Symbols of one bucket ``xs`` (global offset ``start``) from its ratios ``y``. Kept apart from
+    ``_bucket_ratios``, and over 0-based slices, so that numba vectorises both loops."""
+    a = y.view(np.uint32)
+    sx = xs.view(np.uint32)
+    low = 2.0 ** (s - 1) * 4294967296.0
+    for i in range(xs.shape[0]):
+        g = np.uint64(start + i)
+        r = np.uint32((draw_u64(key, g >> np.uint64(1)) >> ((g & np.uint64(1)) << np.uint64(5)))
+                      & np.uint64(0xFFFFFFFF))
+        e = np.int64(a[i] >> np.uint32(23)) - 127
+        j_mid = e + s + np.int64((r >> np.uint32(9)) < (a[i] & np.uint32(0x7FFFFF)))
+        j_low = np.int64(np.float64(r) < np.float64(y[i]) * low)
+        j = np.int64(s) if a[i] >= np.uint32(0x3F800000) else (j_mid if e + s >= 1 else j_low)
+        sym[i] = np.uint8((j << 1) | np.int64(sx[i] >> np.uint32(31)))
 
 
 @njit(cache=True)
@@ -121,42 +153,42 @@ def _dither_symbols(x, b, norms, s, key, sym):
     coordinates ``i`` (low half) and ``i + 1`` (high half).
     """
     d = x.shape[0]
-    y = np.empty(d, np.float32)
-    for i in range(d):
-        n = norms[i // b]
-        y[i] = np.float32(abs(np.float64(x[i])) / np.float64(n)) if n > 0 else np.float32(0.0)
-    a = y.view(np.uint32)
-    sx = x.view(np.uint32)
-    low = 2.0 ** (s - 1) * 4294967296.0
-    for i in range(d):
-        r = np.uint32((draw_u64(key, i >> 1) >> np.uint64(32 * (i & 1))) & np.uint64(0xFFFFFFFF))
-        e = np.int64(a[i] >> np.uint32(23)) - 127
-        if a[i] >= np.uint32(0x3F800000):
-            j = np.int64(s)
-        elif e + s >= 1:
-            j = e + s + np.int64((r >> np.uint32(9)) < (a[i] & np.uint32(0x7FFFFF)))
-        else:
-            j = np.int64(np.float64(r) < np.float64(y[i]) * low)
-        sym[i] = np.uint8((j << 1) | np.int64(sx[i] >> np.uint32(31)))
+    y = np.empty(_CHUNK, np.float32)  # small scratch: a fresh d-long one costs a page fault per 4 KiB
+    for k in range(norms.shape[0]):
+        for lo in range(k * b, min(d, (k + 1) * b), _CHUNK):
+            hi = min(d, (k + 1) * b, lo + _CHUNK)
+            _bucket_ratios(x[lo:hi], norms[k], y[:hi - lo])
+            _bucket_symbols(x[lo:hi], lo, s, key, y[:hi - lo], sym[lo:hi])
+
+
+@njit(cache=True)
+def _bucket_values(sym, tab, out):
+    for i in range(out.shape[0]):
+        out[i] = tab[sym[i]]
 
 
 @njit(cache=True)
 def _dither_decode(sym, s, b, norms, out):
     """Values ``+-norm * 2^(j-s)`` (0 for ``j = 0``); reject indices above ``s``."""
     d = out.shape[0]
+    top = np.uint8(0)
+    for i in range(d):
+        top = max(top, sym[i])
+    if np.int64(top >> np.uint8(1)) > s:
+        raise DecodeError("natural_dither: level index above levels")
     levels = np.empty(s + 1, np.float64)
     levels[0] = 0.0
     for j in range(1, s + 1):
         levels[j] = 2.0 ** (j - s)
-    bad = False
-    for i in range(d):
-        j = np.int64(sym[i] >> np.uint8(1))
-        bad |= j > s
-        j = min(j, s)
-        v = np.float64(norms[i // b]) * levels[j]
-        out[i] = np.float32(-v if sym[i] & np.uint8(1) else v)
-    if bad:
-        raise DecodeError("natural_dither: level index above levels")
+    tab = np.empty(2 * (s + 1), np.float32)  # symbol -> value; norm * 2^(j-s) is exact in float64
+    for k in range(norms.shape[0]):
+        for j in range(s + 1):
+            v = np.float64(norms[k]) * levels[j]
+            tab[2 * j] = np.float32(v)
+            tab[2 * j + 1] = np.float32(-v)
+        lo = k * b
+        hi = min(d, lo + b)
+        _bucket_values(sym[lo:hi], tab, out[lo:hi])
 
 
 class NaturalDither(Codec):

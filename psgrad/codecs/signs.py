@@ -50,6 +50,13 @@ def check_scale(name, s):
         raise DecodeError(f"{name}: scale {s!r} is not a finite non-negative float32")
 
 
+def check_scales(name, scales):
+    """``check_scale`` for a whole float32 array at once (no Python loop over buckets)."""
+    bad = ~np.isfinite(scales) | np.signbit(scales)
+    if bad.any():
+        check_scale(name, scales[np.argmax(bad)])
+
+
 class Sign(Codec):
     """signSGD: ``C(x) = sign(x)``, one bit per coordinate; biased."""
 

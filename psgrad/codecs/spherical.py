@@ -1,6 +1,10 @@
-"""Spherical compression: rotated blocks, each sent as a gain and the index of its best random codeword.
+"""Spherical compression: rotated blocks, each sent as a gain and the index of its best codeword.
 
-Steps (encoder; the decoder mirrors 1, 2 and 5):
+Two codes. ``code="trellis"`` (the default; ``spherical_trellis.py``):
+trellis-coded quantization of each block, exactly unbiased through a shared
+Haar turn of the blocks. ``code="random"`` (this module; the meaning of
+``spherical(m, bits)``): a fresh random spherical code per round, searched by
+brute force. Steps of the random code (encoder; the decoder mirrors 1, 2 and 5):
 
 1. Rotate ``x`` with the shared randomized Hadamard transform, so every input
    looks like a random point on the sphere; pad the result to ``B`` blocks of ``m``.
@@ -34,6 +38,8 @@ from ..bitstream.hadamard import padded_length, rotate, unrotate
 from ..bitstream.rng import draw_normal, draw_uniform
 from ..errors import DecodeError
 from .base import Codec, expect_bits
+from .spherical_trellis import decode_tables, encode_blocks, haar, read_blocks, write_blocks
+from .trellis import CODES, LEVELS, trellis_tables
 
 
 @functools.lru_cache(maxsize=None)
@@ -142,70 +148,143 @@ def _read(buf, end, B, m, C, levels, gain_bits, bits, scale):
     return y
 
 
-class Spherical(Codec):
-    """Spherical compression ``spherical(m, bits, unbiased=True, gain_bits=2, rotation_block=4096)``.
+# code -> defaults of (m, bits, gain_bits) for the unbiased and the biased variant
+_DEFAULTS = {
+    "random": {True: (8, 6, 2), False: (8, 6, 2)},
+    "trellis": {True: (128, 128, 3), False: (4096, 4096, 6)},
+}
+TRELLIS_STATES = tuple(sorted(CODES))
 
-    ``m``: block length; ``bits``: codeword index bits per block (``2^bits``
-    codewords, brute-force search costs ``2^(bits-1)`` multiply-adds per
-    coordinate); ``gain_bits``: bits of each block's gain; ``rotation_block``:
-    Hadamard block (power of two). Rate: ``(bits + gain_bits) / m`` bits per
-    coordinate plus 32 bits per message and the padding to whole blocks.
+
+class Spherical(Codec):
+    """Spherical compression ``spherical(m, bits, unbiased=True, gain_bits, rotation_block=4096, code, states=8)``.
+
+    ``code="random"``: a fresh random spherical code of ``2^bits`` codewords per
+    block of ``m`` (brute-force search, ``2^(bits-1)`` multiply-adds per
+    coordinate). ``code="trellis"``: trellis-coded quantization of each block
+    (``bits = m`` or ``2 m``: 1 or 2 bits per coordinate, ``states`` trellis
+    states, Viterbi search, ``2 states`` add-compare-selects per coordinate);
+    the unbiased variant turns every block by a shared Haar ``m x m`` rotation
+    (``m <= 256``). ``gain_bits``: bits of each block's gain;
+    ``rotation_block``: Hadamard block (power of two). Rate:
+    ``(bits + gain_bits) / m`` bits per coordinate plus 32 bits per message
+    and the padding to whole blocks. Unset ``m``, ``bits``, ``gain_bits`` take
+    the defaults of the code (random: 8, 6, 2; trellis: 128, 128, 3 unbiased and
+    4096, 4096, 6 biased). ``code="auto"`` (default): the trellis code when
+    neither ``m`` nor ``bits`` is given, else the random code.
     """
 
     name = "spherical"
 
-    def __init__(self, m=8, bits=6, unbiased=True, gain_bits=2, rotation_block=4096):
-        if not 1 <= m <= 1024:
-            raise ValueError(f"m must be in [1, 1024], got {m=}")
-        if not 1 <= bits <= 16:
-            raise ValueError(f"bits must be in [1, 16], got {bits=}")
+    def __init__(self, m=None, bits=None, unbiased=True, gain_bits=None, rotation_block=4096, code="auto",
+                 states=8):
+        if code == "auto":  # spherical(m, bits) keeps its meaning: a random code of 2^bits codewords per block
+            code = "trellis" if m is None and bits is None else "random"
+        if code not in _DEFAULTS:
+            raise ValueError(f"code must be one of {sorted(_DEFAULTS) + ['auto']}, got {code=}")
+        dm, db, dg = _DEFAULTS[code][bool(unbiased)]
+        m, bits, gain_bits = (dm if m is None else m), (db if bits is None else bits), (dg if gain_bits is None
+                                                                                      else gain_bits)
+        if not 1 <= m <= (256 if code == "trellis" and unbiased else 1 << 16):
+            raise ValueError(f"m must be in [1, 1024] (random), [1, 256] (unbiased trellis: an m x m rotation) "
+                             f"or [1, 65536] (biased trellis), got {m=}")
+        if code == "random" and not (1 <= bits <= 16 and m <= 1024):
+            raise ValueError(f"bits must be in [1, 16] and m <= 1024 for the random code, got {bits=}, {m=}")
+        if code == "trellis" and bits not in (m, 2 * m):
+            raise ValueError(f"bits must be m or 2 m (1 or 2 bits per coordinate) for the trellis code, got {bits=}, {m=}")
+        if code == "trellis" and states not in CODES:
+            raise ValueError(f"states must be one of {TRELLIS_STATES}, got {states=}")
         if not 1 <= gain_bits <= 16:
             raise ValueError(f"gain_bits must be in [1, 16], got {gain_bits=}")
         if rotation_block < 1 or rotation_block & (rotation_block - 1):
             raise ValueError(f"rotation_block must be a power of two, got {rotation_block=}")
-        super().__init__(m=m, bits=bits, unbiased=unbiased, gain_bits=gain_bits, rotation_block=rotation_block)
+        super().__init__(m=m, bits=bits, unbiased=unbiased, gain_bits=gain_bits, rotation_block=rotation_block,
+                         code=code, states=states)
         self.m, self.bits, self.gain_bits, self.rotation_block = int(m), int(bits), int(gain_bits), int(rotation_block)
+        self.code, self.states = code, int(states)
         self.unbiased = bool(unbiased)
         self.levels = 1 << self.gain_bits
-        self.kappa, self.cos2 = expected_cos(self.m, self.bits)
+        if code == "random":
+            self.kappa, self.cos2 = expected_cos(self.m, self.bits)
+        else:
+            self.rate = self.bits // self.m
+            self.alphabet = LEVELS[self.rate, self.states]
+            self.label, self.nxt = trellis_tables(self.states, *CODES[self.states])
+            self.vals, self.nxt2 = decode_tables(self.alphabet, self.label, self.nxt, self.rate)
+
+    def block(self, d):
+        """Block length for ``d`` coordinates: ``m``, or the padded length when that is shorter (trellis)."""
+        if self.code == "trellis":
+            return min(self.m, padded_length(d, self.rotation_block)) if d else self.m
+        return self.m
 
     def blocks(self, d):
-        """Number of blocks of ``m`` after rotation and padding."""
-        return -(-padded_length(d, self.rotation_block) // self.m) if d else 0
+        """Number of blocks after rotation and padding."""
+        return -(-padded_length(d, self.rotation_block) // self.block(d)) if d else 0
 
     def payload_bits(self, d):
         """Exact payload length for ``d`` coordinates."""
-        return 32 + self.blocks(d) * (self.bits + self.gain_bits) if d else 0
+        if not d:
+            return 0
+        per_block = self.gain_bits + (self.rate * self.block(d) if self.code == "trellis" else self.bits)
+        return 32 + self.blocks(d) * per_block
 
     def omega(self, d):
-        # Shape term 1/E[cos^2] - 1, plus the gain dither: each block's dither variance is at most
-        # step * g_b, step <= ||y|| / (L-1), and sum_b g_b <= sqrt(B) ||y||; divided by E[cos^2]^2.
         if not self.unbiased:
             return None
+        if self.code == "trellis":
+            # Shape term: E[1/cos^2] - 1 of the TCQ path, the same for every input because the Haar turn makes
+            # each block's direction uniform; tabulated (shape_constants, upper 4-sigma). Gain dither as below.
+            inv_cos2, _ = shape_constants(self.block(d), self.rate, self.states)
+            return inv_cos2 - 1.0 + np.sqrt(self.blocks(d)) * inv_cos2 / (self.levels - 1)
+        # Shape term 1/E[cos^2] - 1, plus the gain dither: each block's dither variance is at most
+        # step * g_b, step <= ||y|| / (L-1), and sum_b g_b <= sqrt(B) ||y||; divided by E[cos^2]^2.
         return 1.0 / self.cos2 - 1.0 + np.sqrt(self.blocks(d)) / ((self.levels - 1) * self.cos2 ** 2)
 
     def _codebook(self, key):
         return _codebook(np.uint64(key.stream("spherical.codebook")), self.m, 1 << (self.bits - 1))
 
-    def _encode(self, x, key):
-        d = x.shape[0]
-        if d == 0:
-            return np.zeros(0, np.uint8), 0
-        B = self.blocks(d)
-        y = np.zeros(B * self.m, np.float32)
+    def _turn(self, key, d):
+        """The Haar rotation of the round's blocks (unbiased trellis), or an empty matrix for none."""
+        if self.code == "trellis" and self.unbiased:
+            return haar(np.uint64(key.stream("spherical.haar")), self.block(d))
+        return np.zeros((0, 0), np.float32)
+
+    def _rotated(self, x, key):
+        B, m = self.blocks(x.shape[0]), self.block(x.shape[0])
+        y = np.zeros(B * m, np.float32)
         r = rotate(x, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
         y[: r.shape[0]] = r
-        C = self._codebook(key)
-        gains = np.empty(B, np.float64)
-        index = np.empty(B, np.int64)
-        _search(y, self.m, np.ascontiguousarray(C.T), gains, index)
+        return y
+
+    @staticmethod
+    def _top(gains):
         top = np.float32(gains.max())
         if np.float64(top) < gains.max():  # the float32 top must cover every gain
             top = np.nextafter(top, np.float32(np.inf))
         if not np.isfinite(top):
             raise ValueError("spherical: input must be finite")
-        return _write(gains, index, np.float64(top), self.levels, self.gain_bits, self.bits,
-                      np.uint64(key.stream("spherical.dither")), self.unbiased)
+        return np.float64(top)
+
+    def _encode(self, x, key):
+        d = x.shape[0]
+        if d == 0:
+            return np.zeros(0, np.uint8), 0
+        if not np.isfinite(x).all():
+            raise ValueError("spherical: input must be finite")
+        y = self._rotated(x, key)
+        B, m = self.blocks(d), self.block(d)
+        gains = np.empty(B, np.float64)
+        dither = np.uint64(key.stream("spherical.dither"))
+        if self.code == "trellis":
+            codes = np.empty(B * m, np.int64)
+            encode_blocks(y, m, np.ascontiguousarray(self._turn(key, d).T), self.alphabet, self.label, self.nxt,
+                          self.unbiased, gains, codes)
+            return write_blocks(gains, codes, m, self.rate, self._top(gains), self.levels, self.gain_bits, dither,
+                                self.unbiased)
+        index = np.empty(B, np.int64)
+        _search(y, self.m, np.ascontiguousarray(self._codebook(key).T), gains, index)
+        return _write(gains, index, self._top(gains), self.levels, self.gain_bits, self.bits, dither, self.unbiased)
 
     def _decode(self, data, nbits, d, key):
         if d == 0:
@@ -213,7 +292,44 @@ class Spherical(Codec):
             return np.zeros(0, np.float32)
         expect_bits(self.name, nbits, self.payload_bits(d))
         B = self.blocks(d)
-        scale = 1.0 / self.cos2 if self.unbiased else 1.0
-        y = _read(data, nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits, self.bits, scale)
+        if self.code == "trellis":
+            y = read_blocks(data, nbits, B, self.block(d), self.rate, self.vals, self.nxt2, self.levels,
+                            self.gain_bits, self._turn(key, d))
+        else:
+            scale = 1.0 / self.cos2 if self.unbiased else 1.0
+            y = _read(data, nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits, self.bits, scale)
         n = padded_length(d, self.rotation_block)
         return unrotate(y[:n], d, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
+
+
+@functools.lru_cache(maxsize=None)
+def shape_constants(m, rate, states, samples=4000):
+    """Upper 4-sigma bound of ``E[1/cos^2]`` and the mean of ``cos^2`` of the Haar-turned TCQ block.
+
+    With the Haar turn a block's direction is uniform on the sphere whatever the input, so these are
+    constants of ``(m, rate, states)``; estimated on ``samples`` uniform directions (fixed seed).
+    """
+    rng = np.random.default_rng(12345)
+    y = rng.standard_normal(samples * m).astype(np.float32)
+    label, nxt = trellis_tables(states, *CODES[states])
+    gains = np.empty(samples)
+    codes = np.empty(samples * m, np.int64)
+    encode_blocks(y, m, np.zeros((0, 0), np.float32), LEVELS[rate, states], label, nxt, True, gains, codes)
+    # unbiased gain g = ||z||^2 / <z, Q>, so 1/cos^2 = g^2 ||Q||^2 / ||z||^2
+    vals, nxt2 = decode_tables(LEVELS[rate, states], label, nxt, rate)
+    q = _levels_of(codes, vals, nxt2, m)
+    zz = (y.astype(np.float64).reshape(samples, m) ** 2).sum(1)
+    inv = gains ** 2 * (q.reshape(samples, m) ** 2).sum(1) / zz
+    return float(inv.mean() + 4 * inv.std() / np.sqrt(samples)), float((1 / inv).mean())
+
+
+@njit(cache=True)
+def _levels_of(codes, vals, nxt2, m):
+    out = np.empty(codes.shape[0])
+    for b in range(codes.shape[0] // m):
+        s = 0
+        for t in range(m):
+            c = codes[b * m + t]
+            out[b * m + t] = vals[s, c]
+            s = nxt2[s, c]
+    return out

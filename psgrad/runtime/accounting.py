@@ -10,21 +10,37 @@ from .. import wire
 
 # per-message columns of agents.csv, in order
 MESSAGE_FIELDS = ("round", "agent", "payload_bits", "header_bits", "padding_bits", "digest_bits", "wire_bytes",
-                  "received_bytes", "loss")
+                  "received_bytes", "loss", "status")
 # per-round uplink/downlink columns of metrics.csv, in order
 ROUND_FIELDS = ("up_payload_bits", "up_header_bits", "up_padding_bits", "up_digest_bits", "up_wire_bytes",
                 "down_payload_bits", "down_wire_bytes")
 CUMULATIVE_FIELDS = ("cum_up_payload_bits", "cum_up_wire_bytes", "cum_down_payload_bits", "cum_down_wire_bytes")
 
 
-def message_record(round_, frame, received_bytes):
-    """One agents.csv row for an uplink frame of ``received_bytes`` bytes."""
+# A frame may carry at most this many payload bits per coordinate (plus a fixed allowance) before the
+# server calls it oversized: fp32 needs 32.
+MAX_BITS_PER_COORDINATE = 64
+MAX_EXTRA_BITS = 2**20
+
+
+def model_bits(d, n_agents, with_drops):
+    """Payload bits of a model frame: the float32 parameters, then one drop bit per agent under ``drop``."""
+    return 32 * d + (n_agents if with_drops else 0)
+
+
+def max_update_bytes(d):
+    """The largest uplink frame the server accepts."""
+    return wire.frame_bytes(MAX_BITS_PER_COORDINATE * d + MAX_EXTRA_BITS, True)
+
+
+def message_record(round_, frame, received_bytes, status="ok"):
+    """One agents.csv row for an uplink frame of ``received_bytes`` bytes (status: ok or skipped)."""
     nbits = frame.nbits
     return {
         "round": round_, "agent": frame.agent, "payload_bits": nbits, "header_bits": wire.HEADER_BITS,
         "padding_bits": 8 * ((nbits + 7) // 8) - nbits,
         "digest_bits": 8 * wire.DIGEST_BYTES if frame.digest is not None else 0,
-        "wire_bytes": frame.wire_bytes, "received_bytes": received_bytes, "loss": frame.loss,
+        "wire_bytes": frame.wire_bytes, "received_bytes": received_bytes, "loss": frame.loss, "status": status,
     }
 
 

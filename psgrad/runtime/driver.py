@@ -4,20 +4,24 @@ Both drivers make the same calls in the same order on the same objects; only
 the way bytes move differs, so a local run and an MPI run with the same
 config end with bit-identical models and bit counts.
 """
+import json
 import time
 
 import numpy as np
 
 from .. import __version__, wire
 from ..config import config_hash
-from ..errors import ConfigError, PsgradError
+from ..errors import ConfigError, MirrorError, PsgradError
 from ..schemes import scheme as make_scheme
 from ..tasks import make_task
+from . import checkpoint
 from .results import Recorder
 from .server import Server
 from .worker import Worker, located
 
 TAG_UPDATE = 7
+TAG_STATE = 8  # a worker's part of a checkpoint
+TAG_INFO = 9   # a worker's agent metrics at the end of the run
 DEFAULT_LOCAL_WORKERS = 8
 
 
@@ -51,21 +55,94 @@ def build(cfg):
     return task, sc
 
 
-def run_local(cfg, task, sc, log=print, timings=None):
-    """Run the whole job in this process; returns ``(summary, server)``."""
+class Stopped(PsgradError):
+    """The run stopped at a round boundary on request (SIGTERM) after writing a checkpoint."""
+
+    def __init__(self, round_, path):
+        super().__init__(f"stopped on request after {round_} rounds; checkpoint {path}")
+        self.round = round_
+        self.path = path
+
+
+class NoStop:
+    """A stop request that never comes (runs without a signal handler)."""
+
+    requested = False
+
+
+def checkpoint_due(cfg, t, start):
+    """Whether the boundary before round ``t`` gets a scheduled checkpoint (never the one resumed from)."""
+    every = cfg.run.checkpoint_every
+    return bool(every) and t > start and t % every == 0
+
+
+def restore(server, workers, recorder_meta_and_arrays):
+    meta, arrays = recorder_meta_and_arrays
+    if server is not None:
+        server.restore(meta, arrays)
+    for w in workers:
+        w.restore(meta, arrays)
+    return int(meta["round"])
+
+
+def write_checkpoint(cfg, k, server, recorder, parts, reason):
+    """Merge the server's state and the workers' ``parts`` (``(meta, arrays)`` each) into one checkpoint."""
+    arrays = {}
+    meta = server.snapshot(arrays)
+    n = server.n_agents
+    privates, private_digests, infos, prev = [None] * n, [None] * n, [], None
+    for wmeta, warrays in parts:
+        for key, tree in wmeta["privates"].items():
+            a = int(key)
+            if wmeta["state_digests"][key] != meta["mirror_digests"][a]:
+                raise MirrorError(f"agent {a}, round {k}: server and agent scheme states differ at the checkpoint")
+            privates[a], private_digests[a] = tree, wmeta["private_digests"][key]
+        infos.extend(wmeta["infos"])
+        if prev is None and wmeta["has_prev_params"]:
+            prev = warrays.pop("prev_params")
+        warrays.pop("prev_params", None)
+        arrays.update(warrays)
+    if any(p is None for p in privates):
+        raise PsgradError(f"checkpoint at round {k}: no state from agents {[a for a in range(n) if privates[a] is None]}")
+    if prev is not None:
+        arrays["prev_params"] = prev
+    recorder.add_infos(infos)
+    meta.update(round=k, reason=reason, privates=privates, private_digests=private_digests,
+                has_prev_params=prev is not None, recorder=recorder.position())
+    return checkpoint.save(recorder.dir, meta, arrays, cfg)
+
+
+def run_local(cfg, task, sc, log=print, timings=None, resume=None, stop=NoStop()):
+    """Run the whole job in this process; returns ``(summary, server)``.
+
+    ``resume``: ``(meta, arrays)`` of a checkpoint to continue from. ``stop.requested`` turning true makes
+    the run checkpoint at the next round boundary and raise ``Stopped``.
+    """
     n_workers = cfg.run.workers
     t_setup = time.perf_counter()
     layout = agent_layout(n_workers, cfg.run.agents_per_worker)
-    server = Server(cfg, task, sc, layout)
+    server = Server(cfg, task, sc, layout, log=log)
     workers = [Worker(cfg, task, sc, r, hosted(layout, r)) for r in range(1, n_workers + 1)]
-    recorder = Recorder(cfg, task, len(layout), log)
-    recorder.start(server.params)
+    recorder = Recorder(cfg, task, len(layout), log, resume=resume and resume[0]["recorder"])
+    if resume:
+        start = restore(server, workers, resume)
+    else:
+        start = 0
+        recorder.start(server.params)
     timer = RoundTimer(t_setup, timings)
-    for t in range(cfg.run.rounds):
+    for t in range(start, cfg.run.rounds):
+        stopping = stop.requested or server.stop_requested
         try:
-            model = server.model_frame(t)
-            for w in workers:
-                for frame in w.round(t, model):
+            save = stopping or checkpoint_due(cfg, t, start)
+            model = server.model_frame(t, save, stopping)
+            params = [w.accept_model(t, model)[0] for w in workers]
+            if save:
+                path = write_checkpoint(cfg, t, server, recorder, [w.snapshot() for w in workers],
+                                        "stop" if stopping else "scheduled")
+                if stopping:
+                    raise Stopped(t, path)
+            for w, p in zip(workers, params):
+                for frame in w.updates(t, p):
                     server.receive(t, frame, w.rank)
             recorder.record(*server.finish_round(t), server.params)
         except Exception as e:
@@ -74,22 +151,39 @@ def run_local(cfg, task, sc, log=print, timings=None):
     return recorder.finish([i for w in workers for i in w.info], timer.summary()), server
 
 
-def run_mpi(cfg, task, sc, comm, log=print, timings=None):
-    """Run this rank's part of the job; returns ``(summary, server)`` on rank 0, ``(None, worker)`` elsewhere."""
+def run_mpi(cfg, task, sc, comm, log=print, timings=None, resume=None, stop=NoStop()):
+    """Run this rank's part of the job; returns ``(summary, server)`` on rank 0, ``(None, worker)`` elsewhere.
+
+    ``resume`` and ``stop`` as in ``run_local``; every rank gets the same ``resume``.
+    """
     rank = comm.Get_rank()
     t_setup = time.perf_counter()
     layout = agent_layout(cfg.run.workers, cfg.run.agents_per_worker)
-    model = np.empty(wire.frame_bytes(32 * task.d), np.uint8)
     timeout = cfg.run.timeout
+    worker_ranks = range(1, cfg.run.workers + 1)
     if rank == 0:
-        server = Server(cfg, task, sc, layout)
-        recorder = Recorder(cfg, task, len(layout), log)
-        recorder.start(server.params)
+        server = Server(cfg, task, sc, layout, log=log)
+        model = np.empty(wire.frame_bytes(server.model_bits), np.uint8)
+        recorder = Recorder(cfg, task, len(layout), log, resume=resume and resume[0]["recorder"])
+        if resume:
+            start = restore(server, [], resume)
+        else:
+            start = 0
+            recorder.start(server.params)
         timer = RoundTimer(t_setup, timings)
-        for t in range(cfg.run.rounds):
+        for t in range(start, cfg.run.rounds):
+            stopping = stop.requested or server.stop_requested
             try:
-                model[:] = server.model_frame(t)
+                save = stopping or checkpoint_due(cfg, t, start)
+                model[:] = server.model_frame(t, save, stopping)
                 wait(comm.Ibcast(model, root=0), timeout, f"broadcasting the round-{t} model")
+                if save:
+                    parts = [checkpoint.from_bytes(receive_bytes(comm, r, TAG_STATE, timeout,
+                                                                 f"the state of rank {r} for the checkpoint"),
+                                                   f"rank {r}'s state") for r in worker_ranks]
+                    path = write_checkpoint(cfg, t, server, recorder, parts, "stop" if stopping else "scheduled")
+                    if stopping:
+                        raise Stopped(t, path)
                 for _ in range(len(layout)):
                     status = probe(comm, timeout, server)
                     buf = np.empty(status.Get_count(), np.uint8)
@@ -99,17 +193,43 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None):
             except Exception as e:
                 raise located(e, None, t)
             timer.tick()
-        infos = [i for part in comm.gather([], root=0) for i in part]
+        infos = [i for r in worker_ranks
+                 for i in json.loads(receive_bytes(comm, r, TAG_INFO, timeout, f"the agent metrics of rank {r}"))]
         return recorder.finish(infos, timer.summary()), server
     worker = Worker(cfg, task, sc, rank, hosted(layout, rank))
-    for t in range(cfg.run.rounds):
+    model = np.empty(wire.frame_bytes(worker.model_bits), np.uint8)
+    start = restore(None, [worker], resume) if resume else 0
+    for t in range(start, cfg.run.rounds):
         # Twice the server's patience: when an agent stalls, the server, which knows who is missing, reports.
         wait(comm.Ibcast(model, root=0), 2 * timeout, f"waiting for the round-{t} model")
-        requests = [comm.Isend(frame, dest=0, tag=TAG_UPDATE) for frame in worker.round(t, model)]
+        worker.stop_requested = stop.requested
+        params, flags = worker.accept_model(t, model)
+        if flags & wire.FLAG_CHECKPOINT:
+            send_bytes(comm, checkpoint.to_bytes(*worker.snapshot()), TAG_STATE, timeout,
+                       f"sending the state for the round-{t} checkpoint")
+        if flags & wire.FLAG_STOP:
+            raise Stopped(t, None)
+        requests = [comm.Isend(frame, dest=0, tag=TAG_UPDATE) for frame in worker.updates(t, params)]
         for req in requests:
             wait(req, timeout, f"sending round {t}")
-    comm.gather(worker.info, root=0)
+    send_bytes(comm, json.dumps(worker.info).encode(), TAG_INFO, timeout, "sending the agent metrics")
     return None, worker
+
+
+def send_bytes(comm, data, tag, timeout, what):
+    """Send ``data`` to rank 0 within ``timeout`` seconds."""
+    wait(comm.Isend(np.frombuffer(data, np.uint8), dest=0, tag=tag), timeout, what)
+
+
+def receive_bytes(comm, source, tag, timeout, what):
+    """The bytes of the next message from ``source`` with ``tag``, waiting at most ``timeout`` seconds."""
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    poll(lambda: comm.Iprobe(source=source, tag=tag, status=status), timeout, f"waiting for {what}")
+    buf = np.empty(status.Get_count(), np.uint8)
+    comm.Recv(buf, source=source, tag=tag)
+    return buf.tobytes()
 
 
 def handshake(comm, cfg):

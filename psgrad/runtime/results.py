@@ -2,18 +2,30 @@
 import csv
 import json
 import math
+import os
 import time
+
+import numpy as np
 from pathlib import Path
 
 from .. import config as config_mod
+from ..errors import ConfigError
 from ..plot import plot_runs
 from .accounting import CUMULATIVE_FIELDS, MESSAGE_FIELDS, ROUND_FIELDS
 
 
 class Recorder:
-    """Rank 0's record of a run: writes metrics as rounds close and the summary at the end."""
+    """Rank 0's record of a run: writes metrics as rounds close and the summary at the end.
 
-    def __init__(self, cfg, task, n_agents, log=print):
+    metrics.csv grows by one flushed row per round; each round's message
+    records are appended to the journal messages.jsonl, and the agents'
+    scheme metrics to agent_info.jsonl when a checkpoint gathers them.
+    agents.csv and summary.json are written from these at the end. A
+    checkpoint stores the three files' lengths, and resuming cuts them back
+    to those lengths, so a resumed run's files equal an uninterrupted run's.
+    """
+
+    def __init__(self, cfg, task, n_agents, log=print, resume=None):
         self.cfg = cfg
         self.task = task
         self.n_agents = n_agents
@@ -21,15 +33,59 @@ class Recorder:
         self.dir = Path(cfg.run.results_dir) / cfg.run.name
         self.dir.mkdir(parents=True, exist_ok=True)
         config_mod.dump(cfg, self.dir / "config.yaml")
-        self.columns = ("round", "lr", "agent_loss", *ROUND_FIELDS, *CUMULATIVE_FIELDS, *task.metric_names,
-                        "time_s")
-        self._file = open(self.dir / "metrics.csv", "w", newline="")
-        self._csv = csv.DictWriter(self._file, self.columns, restval="")
-        self._csv.writeheader()
+        self.columns = ("round", "lr", "agent_loss", "skipped", "dropped", *ROUND_FIELDS, *CUMULATIVE_FIELDS,
+                        *task.metric_names, "time_s")
         self.messages = []
+        self.infos = []
         self.last = {}
         self.evals = {}
+        self.params = None
         self.t0 = time.perf_counter()
+        if resume is None:
+            for name in JOURNALS.values():
+                (self.dir / name).write_bytes(b"")
+            self._file = open(self.dir / "metrics.csv", "w", newline="")
+            self._csv = csv.DictWriter(self._file, self.columns, restval="")
+            self._csv.writeheader()
+        else:
+            self._resume(resume)
+            self._csv = csv.DictWriter(self._file, self.columns, restval="")
+        self._journals = {k: open(self.dir / name, "a") for k, name in JOURNALS.items()}
+
+    def _resume(self, state):
+        """Cut the run's files back to the checkpoint and reload what the summary needs."""
+        for key, name in (("metrics", "metrics.csv"), *JOURNALS.items()):
+            path, size = self.dir / name, int(state["bytes"][key])
+            if not path.is_file() or path.stat().st_size < size:
+                raise ConfigError(f"cannot resume: {path} is missing or shorter than at the checkpoint "
+                                  f"({size} bytes)")
+            with open(path, "r+b") as f:
+                f.truncate(size)
+        self.messages = read_journal(self.dir / JOURNALS["messages"])
+        self.infos = read_journal(self.dir / JOURNALS["infos"])
+        self.last, self.evals = state["last"], state["evals"]
+        self.t0 = time.perf_counter() - float(self.last.get("time_s", 0.0))
+        self._file = open(self.dir / "metrics.csv", "a", newline="")
+
+    def position(self):
+        """Make the run's files durable and return what a checkpoint needs to resume them."""
+        sizes = {}
+        for key, f in (("metrics", self._file), *self._journals.items()):
+            f.flush()
+            os.fsync(f.fileno())
+            sizes[key] = f.tell()
+        return {"bytes": sizes, "last": self.last, "evals": self.evals}
+
+    def add_infos(self, infos):
+        """Keep the agents' scheme metrics gathered at a checkpoint (journaled)."""
+        self.infos.extend(infos)
+        self._journal("infos", infos)
+
+    def _journal(self, key, records):
+        f = self._journals[key]
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.flush()
 
     def fp32_bits(self, rounds):
         """Uplink bits the same rounds would cost uncompressed (32 bits per coordinate per agent)."""
@@ -37,13 +93,17 @@ class Recorder:
 
     def start(self, params):
         """Row 0: the initial model, before any bit was sent."""
-        row = {"round": 0, **dict.fromkeys(ROUND_FIELDS + CUMULATIVE_FIELDS, 0), **self._evaluate(params),
+        self.params = params
+        row = {"round": 0, "skipped": 0, "dropped": 0, **dict.fromkeys(ROUND_FIELDS + CUMULATIVE_FIELDS, 0),
+               **self._evaluate(params),
                "time_s": 0.0}
         self._write(row)
 
     def record(self, row, messages, params):
         t = row["round"]
         self.messages.extend(messages)
+        self._journal("messages", messages)
+        self.params = params
         if t % self.cfg.run.eval_every == 0 or t == self.cfg.run.rounds:
             row.update(self._evaluate(params))
         row["time_s"] = time.perf_counter() - self.t0
@@ -52,8 +112,12 @@ class Recorder:
             self.log(self._progress(row))
 
     def finish(self, infos, timings):
-        """Write agents.csv and summary.json; return the summary."""
+        """Write agents.csv and summary.json; ``infos``: those not yet given to ``add_infos``. Returns the summary."""
         self._file.close()
+        for f in self._journals.values():
+            f.close()
+        # In (round, agent) order, however they were gathered, so that means are summed in one order
+        infos = sorted(self.infos + list(infos), key=lambda i: (i["round"], i["agent"]))
         info_by_key = {(i["round"], i["agent"]): i for i in infos}
         extra = sorted({k for i in infos for k in i} - {"round", "agent"})
         with open(self.dir / "agents.csv", "w", newline="") as f:
@@ -80,6 +144,7 @@ class Recorder:
             "timings_s": timings,
         }
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        np.save(self.dir / "model.npy", self.params)
         plot_runs([self.dir], self.dir / "metrics.png")
         self.log(summary_line(summary))
         return summary
@@ -98,6 +163,19 @@ class Recorder:
         ratio = self.fp32_bits(row["round"]) / max(row["cum_up_payload_bits"], 1)
         return (f"round {row['round']}/{self.cfg.run.rounds}  agent_loss {row['agent_loss']:.4g}  {metrics}  "
                 f"uplink {row['cum_up_payload_bits'] / 1e6:.4g} Mbit (x{ratio:.1f} vs fp32)")
+
+
+# Append-only journals in the run folder, by role
+JOURNALS = {"messages": "messages.jsonl", "infos": "agent_info.jsonl"}
+
+
+def read_journal(path):
+    """The records of a journal (one JSON object per line)."""
+    with open(path) as f:
+        try:
+            return [json.loads(line) for line in f]
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"cannot resume: {path} is corrupt ({e})") from None
 
 
 def infos_summary(infos):

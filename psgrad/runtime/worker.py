@@ -8,13 +8,21 @@ For each agent and round (DESIGN §1, steps 2-3)::
     private          = scheme.compensate(private, g, g_hat)
 
 so the agent's copy of its mirrored state is the server's by construction.
+
+A non-finite loss or gradient stops the run (``run.nonfinite: stop``) or makes
+the agent send a well-formed SKIPPED message with its state left as it was
+(``skip``). When the model frame says the server dropped an agent's previous
+message (``run.bad_message: drop``), the agent goes back to its state from
+before that round, as the server's mirror did.
 """
 import numpy as np
 
 from .. import wire
 from ..codecs.base import Key
-from ..errors import PsgradError, WireError
+from ..errors import ConfigError, PsgradError, WireError
 from ..schemes import Context, digest
+from . import checkpoint
+from .accounting import model_bits
 from .kernels import sqdist
 
 
@@ -33,21 +41,43 @@ class Worker:
         self.rank = rank
         self.agents = list(agents)
         self.d = task.d
+        self.n_agents = cfg.run.workers * cfg.run.agents_per_worker
+        self.model_bits = model_bits(self.d, self.n_agents, cfg.run.bad_message == "drop")
         # Mirrored and private scheme state of each hosted agent
         self.states = {}
         self.privates = {}
         for a in self.agents:
             self.states[a], self.privates[a] = scheme.init(self.d)
+        # Under bad_message=drop: each agent's (state, private) from before its last message
+        self.before = {}
         self.prev_params = None
+        self.delta_sq = 0.0
+        self.stop_requested = False  # set from a signal handler: ask the server to stop the run
         self.info = []  # per-agent, per-round scheme metrics (agent-side only)
 
     def round(self, t, model_buf):
         """Yield one frame per hosted agent for round ``t``, given the model frame."""
+        yield from self.updates(t, self.accept_model(t, model_buf)[0])
+
+    def accept_model(self, t, model_buf):
+        """Check the round-``t`` model frame and apply the drops it reports; return ``(params, flags)``."""
         frame = wire.parse(model_buf)
-        if frame.kind != wire.Kind.MODEL or frame.round != t or frame.nbits != 32 * self.d:
-            raise WireError(f"expected the round-{t} model of {32 * self.d} bits, got {frame.kind.name} "
+        if frame.kind != wire.Kind.MODEL or frame.round != t or frame.nbits != self.model_bits:
+            raise WireError(f"expected the round-{t} model of {self.model_bits} bits, got {frame.kind.name} "
                             f"for round {frame.round} with {frame.nbits} bits")
-        params = frame.payload.view(np.float32)
+        if frame.flags & wire.FLAG_DROPS:
+            bits = np.unpackbits(frame.payload[4 * self.d:], count=self.n_agents, bitorder="little")
+            for a in self.agents:
+                if bits[a]:
+                    if a not in self.before:
+                        raise WireError(f"the server dropped agent {a}'s message of round {t - 1}, "
+                                        f"but that agent sent none")
+                    self.states[a], self.privates[a] = self.before[a]
+        self.before.clear()
+        return frame.payload[:4 * self.d].view(np.float32), frame.flags
+
+    def updates(self, t, params):
+        """Yield one frame per hosted agent for round ``t`` at model ``params``."""
         delta_sq = 0.0 if self.prev_params is None else sqdist(params, self.prev_params)
         self.prev_params = params.copy()
         with_digest = t % self.cfg.run.digest_every == 0 or t == self.cfg.run.rounds - 1
@@ -60,13 +90,59 @@ class Worker:
 
     def _agent_round(self, a, t, params, delta_sq, with_digest):
         loss, g = self.task.local_grad(a, params, t)
+        flags = wire.FLAG_STOP_REQUEST if self.stop_requested else 0
+        if self.cfg.run.bad_message == "drop":
+            self.before[a] = (self.states[a], self.privates[a])
         if not np.isfinite(loss) or not np.all(np.isfinite(g)):
-            raise PsgradError("local gradient or loss is not finite (NaN or Inf)")
+            if self.cfg.run.nonfinite != "skip":
+                raise PsgradError("local gradient or loss is not finite (NaN or Inf); "
+                                  "set run.nonfinite=skip to skip such rounds")
+            state_digest = bytes.fromhex(digest(self.states[a])) if with_digest else None
+            return wire.pack(wire.Kind.UPDATE, t, a, np.zeros(0, np.uint8), 0, loss=loss, digest=state_digest,
+                             flags=flags | wire.FLAG_SKIPPED)
         ctx = Context(Key(self.cfg.run.seed, a, t), self.d, delta_sq)
         payload = self.scheme.encode(self.states[a], self.privates[a], g, ctx)
         g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
         self.privates[a] = self.scheme.compensate(self.privates[a], g, g_hat)
         if payload.info:
-            self.info.append({"round": t, "agent": a, **payload.info})
+            # Plain Python values, so that a journal round trip (JSON) changes nothing in agents.csv
+            self.info.append({"round": t, "agent": a, **{k: v.item() if isinstance(v, np.generic) else v
+                                                         for k, v in payload.info.items()}})
         state_digest = bytes.fromhex(digest(self.states[a])) if with_digest else None
-        return wire.pack(wire.Kind.UPDATE, t, a, payload.data, payload.nbits, loss=loss, digest=state_digest)
+        return wire.pack(wire.Kind.UPDATE, t, a, payload.data, payload.nbits, loss=loss, digest=state_digest,
+                         flags=flags)
+
+    # Checkpoints --------------------------------------------------------------
+    def snapshot(self):
+        """``(meta, arrays)``: this worker's part of a checkpoint (taken between rounds)."""
+        arrays = {}
+        meta = {
+            "rank": self.rank,
+            "privates": {str(a): checkpoint.flatten(self.privates[a], f"private/{a}", arrays) for a in self.agents},
+            "private_digests": {str(a): digest(self.privates[a]) for a in self.agents},
+            "state_digests": {str(a): digest(self.states[a]) for a in self.agents},
+            "infos": self.info,
+            "has_prev_params": self.prev_params is not None,
+        }
+        if self.prev_params is not None:
+            arrays["prev_params"] = self.prev_params
+        self.info = []  # they now belong to the checkpoint's journal
+        return meta, arrays
+
+    def restore(self, meta, arrays):
+        """Continue from a checkpoint: mirrored states from the server's mirrors, private states as saved."""
+        template_state, template_private = self.scheme.init(self.d)
+        for a in self.agents:
+            self.states[a] = checkpoint.restore(template_state, meta["mirrors"][a], arrays, meta["mirror_digests"][a],
+                                                f"agent {a}'s state")
+            self.privates[a] = checkpoint.restore(template_private, meta["privates"][a], arrays,
+                                                  meta["private_digests"][a], f"agent {a}'s private state")
+        self.before.clear()
+        self.info = []
+        if meta["has_prev_params"]:
+            prev = arrays.get("prev_params")
+            if prev is None or prev.dtype != np.float32 or prev.shape != (self.d,):
+                raise ConfigError(f"checkpoint: the workers' previous model is missing or not float32[{self.d}]")
+            self.prev_params = prev.copy()
+        else:
+            self.prev_params = None

@@ -91,8 +91,9 @@ class TPC(Scheme):
             G, b, g_sq = kernels.moments(memory, g)
             codes, a_q = self.coefs.quantize(fit(G, b, self.ridge, self.coefs.bound))
             a = a_q.astype(np.float64)
-            # ||g - M a||^2 expanded: float64 sums of exact float32 products, accurate to ~1e-12 ||g||^2,
-            # far below any useful threshold; the exact value is computed below whenever r is formed.
+            # ||g - M a||^2 expanded from the blocked float32-lane sums (docs/tpc.md): about
+            # (1 + |a|_1)^2 1e-7 ||g||^2 for typical data, below any useful threshold; the exact value
+            # is computed below whenever r is formed.
             r_sq = max(g_sq - 2.0 * (a @ b) + a @ G @ a, 0.0)
             if r_sq > g_sq:  # quantization or the ridge made the prediction worse than none
                 codes, a_q = self.coefs.quantize(np.zeros(k))

@@ -1,33 +1,55 @@
-"""``psgrad.train`` with a fault injected on one rank, for the failure tests.
+"""``psgrad.train`` with a fault injected on one rank, for the failure and preemption tests.
 
     mpirun -n 3 python tests/system/faulty_train.py MODE RANK [psgrad.train options]
 
 MODE: raise (an exception in agent work), hang (agent work never returns),
-die (the process exits abruptly), none. The fault hits rank RANK in round 2.
+die (the process exits abruptly), server-raise (an exception in the server
+while it decodes agent 1's message; RANK is ignored), pause (write the file
+``paused`` into $PSGRAD_FAULT_DIR, then sleep $PSGRAD_PAUSE seconds, default
+600: the test kills or signals the job meanwhile), none. The fault hits rank
+RANK in round $PSGRAD_FAULT_ROUND (default 2). Every rank writes its pid to
+$PSGRAD_FAULT_DIR/pid.RANK when that variable is set.
 """
 import os
 import sys
 import time
+from pathlib import Path
 
 from mpi4py import MPI
 
 from psgrad import train
-from psgrad.runtime import worker
+from psgrad.runtime import server, worker
 
 mode, fault_rank = sys.argv[1], int(sys.argv[2])
+fault_round = int(os.environ.get("PSGRAD_FAULT_ROUND", "2"))
+fault_dir = os.environ.get("PSGRAD_FAULT_DIR")
+rank = MPI.COMM_WORLD.Get_rank()
+if fault_dir:
+    Path(fault_dir, f"pid.{rank}").write_text(str(os.getpid()))
 original = worker.Worker._agent_round
+original_receive = server.Server._reconstruct
 
 
 def faulty(self, a, t, *args):
-    if MPI.COMM_WORLD.Get_rank() == fault_rank and t == 2:
+    if rank == fault_rank and t == fault_round:
         if mode == "raise":
             raise RuntimeError("injected fault")
         if mode == "hang":
             time.sleep(3600)
         if mode == "die":
             os._exit(9)
+        if mode == "pause" and a == self.agents[0]:
+            Path(fault_dir, "paused").write_text(str(t))
+            time.sleep(float(os.environ.get("PSGRAD_PAUSE", "600")))
     return original(self, a, t, *args)
 
 
+def faulty_reconstruct(self, a, t, frame):
+    if mode == "server-raise" and t == fault_round and a == 1:
+        raise RuntimeError("injected fault")
+    return original_receive(self, a, t, frame)
+
+
 worker.Worker._agent_round = faulty
+server.Server._reconstruct = faulty_reconstruct
 sys.exit(train.main(sys.argv[3:]))

@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 90  # a hang fails the test instead of CI
 
 
-def mpirun(args, tmp_path, n=3):
+def mpirun(args, tmp_path, n=3, mpirun_options=()):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     t0 = time.monotonic()
-    r = subprocess.run(["mpirun", "-n", str(n), sys.executable, *args, f"--set=run.results_dir={tmp_path}"],
+    r = subprocess.run(["mpirun", *mpirun_options, "-n", str(n), sys.executable, *args,
+                        f"--set=run.results_dir={tmp_path}"],
                        capture_output=True, text=True, timeout=LIMIT, env=env, cwd=ROOT)
     return r, time.monotonic() - t0
 
@@ -43,6 +44,15 @@ def test_an_exception_on_one_worker_ends_the_job_naming_rank_agent_and_round(tmp
     assert r.returncode != 0
     line = first_psgrad_line(r.stderr)
     assert line == "psgrad: error on rank 2 (agent 1, round 2): RuntimeError: injected fault", r.stderr
+    assert elapsed < LIMIT - 30
+
+
+def test_an_exception_on_the_server_ends_the_job_naming_rank_agent_and_round(tmp_path):
+    r, elapsed = mpirun(["tests/system/faulty_train.py", "server-raise", "0", "--set", "run.rounds=20"], tmp_path)
+    assert r.returncode != 0
+    line = first_psgrad_line(r.stderr)
+    assert line == "psgrad: error on rank 0 (agent 1, round 2): RuntimeError: injected fault", r.stderr
+    assert elapsed < LIMIT - 30
 
 
 def test_a_hung_worker_times_the_server_out_and_ends_every_rank(tmp_path):
@@ -56,7 +66,31 @@ def test_a_hung_worker_times_the_server_out_and_ends_every_rank(tmp_path):
 
 
 def test_a_worker_that_dies_ends_the_job(tmp_path):
+    # mpirun itself sees the death first, kills every other rank at once and exits with the dead rank's status
     r, elapsed = mpirun(["tests/system/faulty_train.py", "die", "2", "--set", "run.rounds=20",
-                         "--set", "run.timeout=5"], tmp_path)
-    assert r.returncode != 0
+                         "--set", "run.timeout=30"], tmp_path)
+    assert r.returncode == 9, r.stderr
+    assert "psgrad: error" not in r.stderr  # no rank lived to report: the launcher's status is the report
     assert elapsed < LIMIT - 30
+
+
+def test_a_worker_that_dies_is_reported_by_the_server_when_the_launcher_does_not_clean_up(tmp_path):
+    r, elapsed = mpirun(["tests/system/faulty_train.py", "die", "2", "--set", "run.rounds=20",
+                         "--set", "run.timeout=3"], tmp_path, mpirun_options=["-disable-auto-cleanup"])
+    assert r.returncode != 0
+    line = first_psgrad_line(r.stderr)
+    assert line == ("psgrad: error on rank 0 (round 2): PsgradError: timed out after 3 s waiting for agents [1] "
+                    "on ranks [2]"), r.stderr
+    assert elapsed < LIMIT - 30
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--resume", "nowhere/run"], "cannot resume: nowhere/run is not a run folder"),
+    (["--config", "nowhere.yaml"], "config file nowhere.yaml does not exist"),
+    (["--set", "task.dataset=nowhere.svm"], "dataset 'nowhere.svm' is neither"),
+])
+def test_a_missing_file_ends_every_rank_with_status_2_and_one_line(tmp_path, args, message):
+    r, _ = mpirun(["-m", "psgrad.train", *args], tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr

@@ -118,3 +118,47 @@ def test_fast_fwht_is_bit_identical_to_the_radix_2_definition():
             h *= 2
         fwht(x)
         assert np.array_equal(x, ref)
+
+
+@given(st.integers(1, 2**49))
+@settings(max_examples=200, deadline=None)
+def test_omega_code_as_a_value_writes_the_bits_of_put_omega(n):
+    a, b = W.new_words(128), W.new_words(128)
+    code, length = W.omega_code(n)
+    assert length == codes.omega_len(n) == W.put_omega(a, 0, n)
+    assert W.put(b, 0, code, length) == length and np.array_equal(a, b)
+
+
+def test_omega_tables_encode_and_decode_every_small_value():
+    for n in range(1, W.OMEGA_TABLE):
+        code, length = W.omega_code(n)
+        assert (int(W.OMEGA_CODE[n]), int(W.OMEGA_LEN[n])) == (int(code), length)
+    rng = np.random.default_rng(0)
+    for window in range(1 << W.OMEGA_PEEK):
+        words = np.array([window | (int(rng.integers(0, 2**50)) << W.OMEGA_PEEK), 0, 0], np.uint64)
+        e = int(W.OMEGA_DEC[window])
+        try:
+            n, pos = W.get_omega(words, 128, 0)
+        except DecodeError:  # a prefix of a code over 63 bits: certainly longer than the window
+            n, pos = 0, 64
+        if pos <= W.OMEGA_PEEK:
+            assert e == (int(n) << 8) | pos
+        else:
+            assert e == 0
+
+
+@given(st.lists(st.tuples(st.integers(1, 64), st.integers(0, 2**64 - 1)), max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_register_writer_produces_the_stream_of_put_into_an_unzeroed_buffer(fields):
+    total = sum(n for n, _ in fields)
+    ref = W.new_words(total)
+    out = np.full(total // 64 + 2, 0xA5A5A5A5A5A5A5A5, np.uint64)  # garbage: the writer must not OR into it
+    pos, w, acc, nacc = 0, 0, np.uint64(0), 0
+    for n, v in fields:
+        v = np.uint64(v & ((1 << n) - 1))
+        pos = W.put(ref, pos, v, n)
+        w, acc, nacc = W.sink_put(out, w, np.uint64(acc), nacc, v, n)  # numba hands uint64 back as int
+    assert W.sink_flush(out, w, acc, nacc) == pos == total
+    assert np.array_equal(W.words_to_bytes(out, pos), W.words_to_bytes(ref, pos))
+    if pos & 7:
+        assert W.words_to_bytes(out, pos)[-1] >> (pos & 7) == 0  # padding bits of the last byte are zero

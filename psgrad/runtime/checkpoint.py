@@ -1,0 +1,207 @@
+"""Checkpoints: everything a run needs to continue bit for bit, in one atomically written file.
+
+A checkpoint is taken at a round boundary ``k`` (``k`` rounds done) and holds
+
+- the model, the optimizer state and the server's ``model_delta_sq``;
+- every agent's mirrored scheme state (the server's mirrors) and private
+  state (gathered from the workers), with their digests;
+- the workers' previous model (for their own ``model_delta_sq``);
+- the cumulative bit counters and the recorder's position in its files
+  (metrics.csv, and the message and agent-info journals), so that a resumed
+  run rewrites nothing that an uninterrupted run would not have written.
+
+Randomness needs no state: minibatches and every codec draw are pure
+functions of ``(seed, agent, round)``.
+
+File format: ``checkpoint.npz`` (numpy zip, loaded with ``allow_pickle=False``)
+whose entry ``meta.json`` is UTF-8 JSON and whose other entries are arrays.
+Scheme states are NamedTuples of arrays, Python scalars, tuples of arrays and
+nested NamedTuples; they are stored generically by field path and restored
+into a fresh ``scheme.init(d)``, so their types come from code, never from the
+file. It is written to a temporary file, fsynced, then renamed over the old
+one: a crash while writing never destroys the last good checkpoint.
+"""
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .. import config as config_mod
+from ..errors import ConfigError
+from ..schemes import digest
+
+FORMAT_VERSION = 1
+FILE_NAME = "checkpoint.npz"
+META = "meta.json"
+# Settings that may differ between a run and its resumption: they do not change what the run computes.
+RESUMABLE = {"run.timeout", "run.log_every", "run.checkpoint_every", "run.results_dir", "run.name"}
+
+
+def result_hash(cfg):
+    """Hash of everything in ``cfg`` that decides the run's results (the RESUMABLE settings left out)."""
+    data = config_mod.to_dict(cfg)
+    for key in RESUMABLE:
+        section, name = key.split(".")
+        data[section].pop(name)
+    return config_mod.config_hash(config_mod.from_dict(data))
+
+
+# State trees -----------------------------------------------------------------
+def flatten(state, key, arrays):
+    """A JSON description of ``state``; its arrays go into ``arrays`` under keys below ``key``."""
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return {"t": "named", "fields": {f: flatten(v, f"{key}/{f}", arrays) for f, v in zip(state._fields, state)}}
+    if isinstance(state, tuple):
+        return {"t": "tuple", "items": [flatten(v, f"{key}/{i}", arrays) for i, v in enumerate(state)]}
+    if isinstance(state, (np.ndarray, np.generic)):
+        arrays[key] = np.asarray(state)
+        return {"t": "array" if isinstance(state, np.ndarray) else "scalar", "key": key,
+                "writeable": bool(state.flags.writeable) if isinstance(state, np.ndarray) else False}
+    if state is None or isinstance(state, (bool, int, float, str)):
+        return {"t": "value", "v": state}
+    raise TypeError(f"cannot checkpoint a state field of type {type(state).__name__} at {key}")
+
+
+def fill(template, tree, arrays, where):
+    """Rebuild a state shaped like ``template`` from ``flatten``'s ``tree`` and ``arrays``; ConfigError if they disagree."""
+    kind = tree.get("t") if isinstance(tree, dict) else None
+    if isinstance(template, tuple) and hasattr(template, "_fields"):
+        fields = tree.get("fields") if kind == "named" else None
+        if not isinstance(fields, dict) or list(fields) != list(template._fields):
+            raise ConfigError(f"checkpoint: {where} has fields {list(fields or [])}, the scheme's state has "
+                              f"{list(template._fields)}")
+        return type(template)(*(fill(v, fields[f], arrays, f"{where}.{f}") for f, v in zip(template._fields, template)))
+    if isinstance(template, tuple):
+        items = tree.get("items") if kind == "tuple" else None
+        if not isinstance(items, list):
+            raise ConfigError(f"checkpoint: {where} should be a tuple")
+        return tuple(fill(template[i] if i < len(template) else None, item, arrays, f"{where}[{i}]")
+                     for i, item in enumerate(items))
+    if kind in ("array", "scalar"):
+        a = arrays.get(tree.get("key"))
+        if a is None or a.dtype.kind not in "biuf":
+            raise ConfigError(f"checkpoint: {where} is missing or not a numeric array")
+        if isinstance(template, np.ndarray) and (a.dtype != template.dtype or a.shape != template.shape):
+            raise ConfigError(f"checkpoint: {where} is {a.dtype}{a.shape}, expected {template.dtype}{template.shape}")
+        if kind == "scalar":
+            return a[()]
+        a = np.array(a, copy=True)
+        a.setflags(write=bool(tree.get("writeable")))
+        return a
+    if kind == "value" and (template is None or type(tree["v"]) is type(template)
+                            or (isinstance(template, float) and type(tree["v"]) is int)):
+        return type(template)(tree["v"]) if template is not None else tree["v"]
+    raise ConfigError(f"checkpoint: {where} does not match the scheme's state ({type(template).__name__})")
+
+
+def restore(template, tree, arrays, expected_digest, where):
+    """``fill``, then prove the result is the saved state by its digest."""
+    state = fill(template, tree, arrays, where)
+    if digest(state) != expected_digest:
+        raise ConfigError(f"checkpoint: {where} does not restore to the saved state (digest mismatch)")
+    return state
+
+
+# Files -----------------------------------------------------------------------
+def to_bytes(meta, arrays):
+    """One npz archive (as bytes) holding ``arrays`` and ``meta`` as JSON."""
+    buf = io.BytesIO()
+    np.savez(buf, **{META: np.frombuffer(json.dumps(meta).encode(), np.uint8)}, **arrays)
+    return buf.getvalue()
+
+
+def from_bytes(data, what):
+    """``(meta, arrays)`` from ``to_bytes`` output; ConfigError naming ``what`` if it is not one."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop(META).tobytes().decode())
+    except Exception as e:  # zip, npz and JSON each have their own error types
+        raise ConfigError(f"{what} is not a psgrad checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{what} is not a psgrad checkpoint (no metadata)")
+    return meta, arrays
+
+
+def write_atomic(path, data):
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(folder, meta, arrays, cfg):
+    """Write the checkpoint of run ``cfg`` into ``folder``; returns its path."""
+    meta = {"format": FORMAT_VERSION, "psgrad": __version__, "config_hash": result_hash(cfg), **meta}
+    path = Path(folder) / FILE_NAME
+    write_atomic(path, to_bytes(meta, arrays))
+    return path
+
+
+def load(folder, cfg, scheme, d):
+    """``(meta, arrays)`` of the checkpoint in run folder ``folder``, fully checked against the run.
+
+    Every state is restored once here, so that a damaged or foreign checkpoint
+    is a ConfigError before any rank starts (status 2 on every rank).
+    """
+    path = Path(folder) / FILE_NAME
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint to resume from: {path} does not exist")
+    meta, arrays = from_bytes(path.read_bytes(), str(path))
+    if meta.get("format") != FORMAT_VERSION:
+        raise ConfigError(f"{path} has checkpoint format {meta.get('format')!r}, this psgrad reads {FORMAT_VERSION}")
+    if meta.get("config_hash") != result_hash(cfg):
+        raise ConfigError(f"{path} belongs to another config (hash {str(meta.get('config_hash'))[:12]}, "
+                          f"this config {result_hash(cfg)[:12]})")
+    try:
+        check(meta, arrays, cfg, scheme, d)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ConfigError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+    return meta, arrays
+
+
+def check(meta, arrays, cfg, scheme, d):
+    """Raise unless ``meta``/``arrays`` restore into states of this scheme, optimizer and run."""
+    from .optim import Sgd
+
+    n_agents = cfg.run.workers * cfg.run.agents_per_worker
+    k = meta["round"]
+    if not (isinstance(k, int) and 0 <= k < cfg.run.rounds):
+        raise ConfigError(f"round {k!r} is not in [0, {cfg.run.rounds})")
+    for name in ("params",) + (("prev_params",) if meta["has_prev_params"] else ()):
+        a = arrays.get(name)
+        if a is None or a.dtype != np.float32 or a.shape != (d,):
+            raise ConfigError(f"{name} is missing or not float32[{d}]")
+    fill(Sgd(cfg.optim, cfg.run.rounds).init(d), meta["optim"], arrays, "optimizer state")
+    for key in ("mirrors", "mirror_digests", "privates", "private_digests"):
+        if len(meta[key]) != n_agents:
+            raise ConfigError(f"it has {len(meta[key])} {key}, the run has {n_agents} agents")
+    state, private = scheme.init(d)
+    for a in range(n_agents):
+        restore(state, meta["mirrors"][a], arrays, meta["mirror_digests"][a], f"agent {a}'s state")
+        restore(private, meta["privates"][a], arrays, meta["private_digests"][a], f"agent {a}'s private state")
+    for key in ("cum_up_payload_bits", "cum_up_wire_bytes", "cum_down_payload_bits", "cum_down_wire_bytes"):
+        int(meta["ledger"][key])
+    float(meta["model_delta_sq"])
+    rec = meta["recorder"]
+    for key in ("metrics", "messages", "infos"):
+        int(rec["bytes"][key])
+    dict(rec["last"]), dict(rec["evals"])

@@ -1,0 +1,78 @@
+"""Checkpoint and resume on real MPI ranks: ``mpirun -n 3 python -m pytest --with-mpi -m mpi tests/mpi``."""
+import csv
+from pathlib import Path
+
+import pytest
+
+import psgrad
+from psgrad import config
+from psgrad.runtime import checkpoint
+from psgrad.runtime.driver import NoStop, Stopped, build, resolve_workers, run_local, run_mpi
+
+pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
+
+PREFERRED_CODECS = ("qsgd", "randk", "natural_dither", "topk", "fp16", "fp32")
+TASK = ["task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "run.agents_per_worker=2", "run.rounds=8",
+        "run.eval_every=3", "run.digest_every=2", "run.log_every=1000"]
+
+
+def representative_codec(scheme_name):
+    for name in PREFERRED_CODECS:
+        if name in psgrad.codecs():
+            try:
+                psgrad.scheme(scheme_name, name).init(31)
+                return name
+            except ValueError:
+                continue
+    raise AssertionError(f"no codec fits scheme {scheme_name}")
+
+
+class StopAt:
+    """True from the ``n``-th check on: a SIGTERM that reaches only this rank."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    @property
+    def requested(self):
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("scheme_name", psgrad.schemes())
+def test_an_mpi_run_stopped_by_one_worker_resumes_equal_to_an_uninterrupted_local_run(mpi_comm, tmp_path,
+                                                                                      scheme_name):
+    comm = mpi_comm
+    root = Path(comm.bcast(str(tmp_path), root=0))
+    sets = [f"run.results_dir={root}", *TASK, f"scheme.name={scheme_name}",
+            f"scheme.codec={representative_codec(scheme_name)}"]
+    cfg = resolve_workers(config.load(None, [*sets, "run.name=mpi"]), comm.Get_size())
+    task, sc = build(cfg)
+    # Worker rank 1 gets "SIGTERM" while computing round 4; its messages ask the server to stop
+    with pytest.raises(Stopped) as info:
+        run_mpi(cfg, task, sc, comm, log=lambda line: None, stop=StopAt(5) if comm.Get_rank() == 1 else NoStop())
+    assert info.value.round == 5
+    comm.Barrier()
+    resume = checkpoint.load(root / "mpi", cfg, sc, task.d)
+    summary, node = run_mpi(cfg, task, sc, comm, log=lambda line: None, resume=resume)
+    if comm.Get_rank() != 0:
+        return
+    local_cfg = resolve_workers(config.load(None, [*sets, "run.name=local", f"run.workers={comm.Get_size() - 1}"]), 1)
+    local_summary, local_server = run_local(local_cfg, *build(local_cfg), log=lambda line: None)
+    assert node.params.tobytes() == local_server.params.tobytes()
+    for name in ("metrics.csv", "agents.csv"):
+        assert rows(root / "mpi" / name) == rows(root / "local" / name)
+    for k in ("uplink_payload_bits", "uplink_wire_bytes", "downlink_payload_bits", "final", "agent_loss"):
+        assert summary[k] == local_summary[k]
+
+
+@pytest.fixture
+def mpi_comm():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD

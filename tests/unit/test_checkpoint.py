@@ -1,0 +1,220 @@
+import csv
+import json
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+import psgrad
+from psgrad import config
+from psgrad.errors import ConfigError
+from psgrad.runtime import checkpoint
+from psgrad.runtime.driver import Stopped, build, resolve_workers, run_local
+from psgrad.schemes import digest
+from schemes_under_test import representative_codec
+
+TASK = ["task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "optim.schedule=cosine", "optim.lr=0.2",
+        "run.workers=2", "run.agents_per_worker=2", "run.rounds=10", "run.eval_every=4", "run.digest_every=2",
+        "run.log_every=1000"]
+
+
+def make(tmp_path, name, *overrides):
+    cfg = resolve_workers(config.load(None, [f"run.results_dir={tmp_path}", f"run.name={name}", *TASK, *overrides]),
+                          1)
+    task, sc = build(cfg)
+    return cfg, task, sc
+
+
+def rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
+
+
+def comparable(summary):
+    return {k: v for k, v in summary.items() if k not in ("timings_s", "dir", "name")}
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(task, round_):
+    """Make the task fail in the middle of round ``round_`` (after some agents already sent)."""
+    original = task.local_grad
+
+    def local_grad(agent, params, t=0, out=None):
+        if t == round_ and agent == 2:
+            raise Crash("simulated node failure")
+        return original(agent, params, t, out)
+
+    task.local_grad = local_grad
+
+
+def assert_same_run(tmp_path, a, b, summary_a, summary_b, server_a, server_b):
+    assert server_a.params.tobytes() == server_b.params.tobytes()
+    assert server_a.ledger.totals == server_b.ledger.totals
+    assert rows(tmp_path / a / "metrics.csv") == rows(tmp_path / b / "metrics.csv")
+    assert rows(tmp_path / a / "agents.csv") == rows(tmp_path / b / "agents.csv")
+    assert comparable(summary_a) == comparable(summary_b)
+
+
+@pytest.mark.parametrize("scheme_name", psgrad.schemes())
+def test_a_run_that_crashed_mid_round_resumes_bit_identical_to_an_uninterrupted_run(tmp_path, scheme_name):
+    codec = representative_codec(scheme_name)
+    sets = [f"scheme.name={scheme_name}", f"scheme.codec={codec}"]
+    cfg, task, sc = make(tmp_path, "ref", *sets)
+    ref_summary, ref_server = run_local(cfg, task, sc, log=lambda line: None)
+
+    cfg, task, sc = make(tmp_path, "run", *sets, "run.checkpoint_every=3")
+    crash_at(task, 7)
+    with pytest.raises(Crash):
+        run_local(cfg, task, sc, log=lambda line: None)
+    cfg, task, sc = make(tmp_path, "run", *sets, "run.checkpoint_every=3")
+    resume = checkpoint.load(tmp_path / "run", cfg, sc, task.d)
+    assert resume[0]["round"] == 6
+    summary, server = run_local(cfg, task, sc, log=lambda line: None, resume=resume)
+    assert_same_run(tmp_path, "ref", "run", ref_summary, summary, ref_server, server)
+
+
+class StopAt:
+    """A stop request that arrives during round ``round_`` (as SIGTERM would): true from its next check on."""
+
+    def __init__(self, round_):
+        self.round = round_
+        self.calls = 0
+
+    @property
+    def requested(self):
+        self.calls += 1
+        return self.calls > self.round
+
+
+def test_a_stop_request_checkpoints_at_the_next_boundary_and_the_run_resumes_exactly(tmp_path):
+    cfg, task, sc = make(tmp_path, "ref")
+    ref_summary, ref_server = run_local(cfg, task, sc, log=lambda line: None)
+    cfg, task, sc = make(tmp_path, "run")
+    with pytest.raises(Stopped) as info:
+        run_local(cfg, task, sc, log=lambda line: None, stop=StopAt(5))
+    assert info.value.round == 5 and info.value.path == tmp_path / "run" / checkpoint.FILE_NAME
+    summary, server = run_local(cfg, task, sc, log=lambda line: None,
+                                resume=checkpoint.load(tmp_path / "run", cfg, sc, task.d))
+    assert_same_run(tmp_path, "ref", "run", ref_summary, summary, ref_server, server)
+
+
+class Inner(NamedTuple):
+    count: int
+    scale: float
+
+
+class Outer(NamedTuple):
+    h: np.ndarray
+    memory: tuple
+    inner: Inner
+    flag: bool
+
+
+def frozen(a):
+    a.setflags(write=False)
+    return a
+
+
+def test_a_nested_state_round_trips_by_field_path_with_types_from_the_template():
+    state = Outer(np.arange(5, dtype=np.float32), (frozen(np.ones(5, np.float32)), np.zeros(5, np.float32)),
+                  Inner(3, 0.1), True)
+    arrays = {}
+    tree = checkpoint.flatten(state, "s", arrays)
+    meta, loaded = checkpoint.from_bytes(checkpoint.to_bytes({"tree": tree}, arrays), "test")
+    template = Outer(np.zeros(5, np.float32), (), Inner(0, 0.0), False)
+    back = checkpoint.restore(template, meta["tree"], loaded, digest(state), "state")
+    assert digest(back) == digest(state) and type(back.inner) is Inner
+    assert [m.flags.writeable for m in back.memory] == [False, True]
+
+
+def test_a_state_of_another_shape_or_field_set_is_a_config_error():
+    arrays = {}
+    tree = checkpoint.flatten(Inner(3, 0.1), "s", arrays)
+    with pytest.raises(ConfigError, match="fields"):
+        checkpoint.fill(Outer(np.zeros(5, np.float32), (), Inner(0, 0.0), False), tree, arrays, "state")
+    arrays = {}
+    tree = checkpoint.flatten(Outer(np.zeros(4, np.float32), (), Inner(0, 0.0), False), "s", arrays)
+    with pytest.raises(ConfigError, match=r"float32\(4,\), expected float32\(5,\)"):
+        checkpoint.fill(Outer(np.zeros(5, np.float32), (), Inner(0, 0.0), False), tree, arrays, "state")
+
+
+def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    checkpoint.write_atomic(path, b"good")
+
+    def crash(*args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    with pytest.raises(OSError):
+        checkpoint.write_atomic(path, b"half-written")
+    assert path.read_bytes() == b"good"
+
+
+@pytest.fixture
+def stopped_run(tmp_path):
+    cfg, task, sc = make(tmp_path, "run", "run.checkpoint_every=2", "run.rounds=4")
+    with pytest.raises(Stopped):
+        run_local(cfg, task, sc, log=lambda line: None, stop=StopAt(3))
+    return tmp_path / "run"
+
+
+def load_again(tmp_path, *overrides):
+    cfg, task, sc = make(tmp_path, "run", "run.checkpoint_every=2", "run.rounds=4", *overrides)
+    return checkpoint.load(tmp_path / "run", cfg, sc, task.d)
+
+
+def test_a_checkpoint_of_another_config_is_refused(stopped_run, tmp_path):
+    with pytest.raises(ConfigError, match="belongs to another config"):
+        load_again(tmp_path, "optim.lr=0.3")
+
+
+def test_operational_settings_may_change_on_resume(stopped_run, tmp_path):
+    meta, _ = load_again(tmp_path, "run.timeout=7", "run.checkpoint_every=1", "run.log_every=5")
+    assert meta["round"] == 3
+
+
+def rewrite(run_dir, change):
+    meta, arrays = checkpoint.from_bytes((run_dir / checkpoint.FILE_NAME).read_bytes(), "x")
+    change(meta, arrays)
+    checkpoint.write_atomic(run_dir / checkpoint.FILE_NAME, checkpoint.to_bytes(meta, arrays))
+
+
+def test_a_checkpoint_of_another_format_version_is_refused(stopped_run, tmp_path):
+    rewrite(stopped_run, lambda meta, arrays: meta.update(format=99))
+    with pytest.raises(ConfigError, match="format 99"):
+        load_again(tmp_path)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b[: len(b) // 2],
+    lambda b: b"",
+    lambda b: b"PK\x03\x04" + bytes(100),
+])
+def test_a_damaged_checkpoint_file_is_a_config_error(stopped_run, tmp_path, damage):
+    path = stopped_run / checkpoint.FILE_NAME
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ConfigError, match="checkpoint"):
+        load_again(tmp_path)
+
+
+def test_a_checkpoint_whose_state_was_altered_fails_its_digest(stopped_run, tmp_path):
+    rewrite(stopped_run, lambda meta, arrays: meta["mirror_digests"].__setitem__(0, "0" * 64))
+    with pytest.raises(ConfigError, match="agent 0's state does not restore"):
+        load_again(tmp_path)
+
+
+def test_a_checkpoint_missing_a_field_is_a_config_error(stopped_run, tmp_path):
+    rewrite(stopped_run, lambda meta, arrays: meta.pop("ledger"))
+    with pytest.raises(ConfigError, match="damaged"):
+        load_again(tmp_path)
+
+
+def test_the_checkpoint_holds_no_pickled_objects(stopped_run):
+    with np.load(stopped_run / checkpoint.FILE_NAME, allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+        meta = json.loads(z[checkpoint.META].tobytes())
+    assert meta["format"] == checkpoint.FORMAT_VERSION and meta["round"] == 3
