@@ -1,0 +1,317 @@
+"""The comparison config: one base run, one target, a list of contenders, each with a tuning grid.
+
+A comparison file (YAML)::
+
+    name: logreg_breast_cancer     # outputs go to <results_dir>/<name>/
+    results_dir: results
+    base:                          # an ordinary run config (psgrad/config.py) shared by every run
+      task: {name: logreg, dataset: breast_cancer, partition: dirichlet, alpha: 0.5}
+      optim: {lr: 1.0}
+      run: {rounds: 200, eval_every: 1, workers: 8}
+    target: {metric: test_accuracy, at_least: 0.95}   # or at_most: for losses and suboptimality
+    repeats: 1                     # seeds for the winning grid point of each contender (1: the tuning seed only)
+    contenders:
+      - label: qsgd
+        scheme: direct
+        codec: qsgd
+        codec_params: {levels: 2}
+        grid: {optim.lr: [0.5, 1.0], scheme.codec_params.levels: [1, 4]}
+      - label: tpc-qsgd
+        proposed: true
+        scheme: tpc
+        ...
+
+Fair tuning: every contender's grid (the Cartesian product of its lists)
+has the same number of points; a comparison whose grids differ in size is
+refused. A grid key is a dotted path into the run config (``optim.lr``,
+``scheme.params.eps``, ``scheme.codec_params.levels``, ``task.batch_size``).
+
+Every run config is built and validated when the file is loaded, so a bad
+key, value, scheme or codec in any grid point stops the comparison before
+the first round with a message that names the contender.
+"""
+import copy
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .. import config as config_mod
+from ..errors import ConfigError
+
+DIRECTIONS = {"at_most": "<=", "at_least": ">="}
+TOP_KEYS = ("name", "results_dir", "base", "target", "repeats", "contenders")
+CONTENDER_KEYS = ("label", "scheme", "codec", "codec_params", "params", "proposed", "grid", "set")
+
+
+@dataclass(frozen=True)
+class Target:
+    """``metric`` must reach ``threshold`` from below (``at_least``) or above (``at_most``)."""
+
+    metric: str
+    threshold: float
+    direction: str  # at_most | at_least
+
+    def met(self, value):
+        """Whether ``value`` meets the target (NaN never does)."""
+        if value is None or math.isnan(value):
+            return False
+        return value <= self.threshold if self.direction == "at_most" else value >= self.threshold
+
+    def better(self, a, b):
+        """Whether metric value ``a`` is strictly better than ``b`` (NaN is worst)."""
+        if a is None or math.isnan(a):
+            return False
+        if b is None or math.isnan(b):
+            return True
+        return a < b if self.direction == "at_most" else a > b
+
+    def __str__(self):
+        return f"{self.metric} {DIRECTIONS[self.direction]} {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point of one contender: the values it sets and the run config they give."""
+
+    label: str          # the contender's label
+    values: tuple       # ((path, value), ...) in grid order
+    cfg: object         # psgrad.config.Config, run.name and run.results_dir set
+
+    @property
+    def run_name(self):
+        return self.cfg.run.name
+
+    def describe(self):
+        return ", ".join(f"{_short(p)}={_fmt(v)}" for p, v in self.values) or "(fixed)"
+
+
+@dataclass
+class Contender:
+    label: str
+    scheme: str
+    codec: str
+    proposed: bool
+    points: list = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    name: str
+    out: Path
+    target: Target
+    repeats: int
+    contenders: list
+    source: dict        # the comparison file as loaded (after overrides), for the record
+
+    @property
+    def points(self):
+        return [p for c in self.contenders for p in c.points]
+
+    def grid_size(self):
+        return len(self.contenders[0].points)
+
+
+def load(path, overrides=()):
+    """Read a comparison file, apply ``a.b=value`` overrides, and validate everything."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"comparison file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"comparison file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"comparison file {path} must hold a mapping, got {type(data).__name__}")
+    for item in overrides:
+        _override(data, item)
+    return from_dict(data)
+
+
+def _override(data, item):
+    """Apply ``key.path=value`` (value read as YAML) to the comparison file's mapping."""
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"override {item!r} must look like key.path=value (e.g. base.run.rounds=50)")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):  # contenders.2.grid: a list index
+            if not (part.isdigit() and int(part) < len(node)):
+                raise ConfigError(f"override {item!r}: {part} is not an index of a list of {len(node)}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {parts[i - 1]} is neither a mapping nor a list")
+        elif not last:
+            node.setdefault(part, {})
+        if last:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def from_dict(data):
+    """Build a validated ``Comparison`` from nested dicts."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"comparison must be a mapping, got {type(data).__name__}")
+    _check_keys("comparison", data, TOP_KEYS)
+    for key in ("name", "target", "contenders"):
+        if key not in data:
+            raise ConfigError(f"comparison: missing required key {key!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"name: expected a plain folder name, got {name!r}")
+    out = Path(str(data.get("results_dir", "results"))) / name
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"base: expected a run config mapping (task, scheme, optim, run), got {base!r}")
+    if "scheme" in base:
+        raise ConfigError("base: must not set a scheme; each contender names its own")
+    try:
+        config_mod.from_dict(base)
+    except ConfigError as e:
+        raise ConfigError(f"base: {e}") from None
+    target = _target(data["target"])
+    repeats = data.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ConfigError(f"repeats: expected an int >= 1 (seeds per winning grid point), got {repeats!r}")
+    raw = data["contenders"]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("contenders: expected a non-empty list of contenders")
+    contenders = [_contender(i, c, base, out) for i, c in enumerate(raw)]
+    labels = [c.label for c in contenders]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"contenders: duplicate label {', '.join(dupes)}; labels name the run folders")
+    sizes = {c.label: len(c.points) for c in contenders}
+    if len(set(sizes.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise ConfigError(f"contenders: every grid must have the same number of points (fair tuning); got {listing}")
+    return Comparison(name, out, target, repeats, contenders, copy.deepcopy(data))
+
+
+def _target(raw):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"target: expected a mapping like {{metric: test_accuracy, at_least: 0.95}}, got {raw!r}")
+    _check_keys("target", raw, ("metric", *DIRECTIONS))
+    if not isinstance(raw.get("metric"), str):
+        raise ConfigError(f"target.metric: expected a metric name (e.g. suboptimality, train_loss, test_accuracy), "
+                          f"got {raw.get('metric')!r}")
+    given = [k for k in DIRECTIONS if k in raw]
+    if len(given) != 1:
+        raise ConfigError(f"target: give exactly one of {', '.join(DIRECTIONS)}, got {given or 'neither'}")
+    value = raw[given[0]]
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"target.{given[0]}: expected a finite number, got {value!r}")
+    return Target(raw["metric"], float(value), given[0])
+
+
+def _contender(i, raw, base, out):
+    where = f"contenders[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with label, scheme, codec, ..., got {raw!r}")
+    label = raw.get("label")
+    if not isinstance(label, str) or not label or not all(ch.isalnum() or ch in "-_+." for ch in label):
+        raise ConfigError(f"{where}.label: expected a name of letters, digits and - _ + ., got {label!r}")
+    where = f"contender {label!r}"
+    _check_keys(where, raw, CONTENDER_KEYS)
+    if "scheme" not in raw:
+        raise ConfigError(f"{where}: missing required key 'scheme'")
+    proposed = raw.get("proposed", False)
+    if not isinstance(proposed, bool):
+        raise ConfigError(f"{where}.proposed: expected true or false, got {proposed!r}")
+    run_dict = copy.deepcopy(base)
+    run_dict["scheme"] = {"name": raw["scheme"], "codec": raw.get("codec", "fp32"),
+                          "codec_params": copy.deepcopy(raw.get("codec_params") or {}),
+                          "params": copy.deepcopy(raw.get("params") or {})}
+    fixed = raw.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise ConfigError(f"{where}.set: expected a mapping of config path -> value, got {fixed!r}")
+    for path, value in fixed.items():
+        _put(run_dict, path, value, f"{where}.set")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}.grid: expected a mapping of config path -> list of values, got {grid!r}")
+    for path, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.grid.{path}: expected a non-empty list of values, got {values!r}")
+    contender = Contender(label, raw["scheme"], run_dict["scheme"]["codec"], proposed)
+    paths = list(grid)
+    names = set()
+    for combo in itertools.product(*(grid[p] for p in paths)):
+        d = copy.deepcopy(run_dict)
+        for path, value in zip(paths, combo):
+            _put(d, path, value, f"{where}.grid")
+        values = tuple(zip(paths, combo))
+        run_name = point_name(label, values)
+        if run_name in names:
+            raise ConfigError(f"{where}.grid: two grid points share the folder name {run_name!r}")
+        names.add(run_name)
+        d.setdefault("run", {})
+        d["run"]["name"] = run_name
+        d["run"]["results_dir"] = str(out / "runs")
+        try:
+            cfg = config_mod.from_dict(d)
+        except ConfigError as e:
+            at = f" at grid point {', '.join(f'{p}={v!r}' for p, v in values)}" if values else ""
+            raise ConfigError(f"{where}{at}: {e}") from None
+        contender.points.append(Point(label, values, cfg))
+    return contender
+
+
+def point_name(label, values):
+    """The run folder of one grid point: ``<label>-<key><value>_...`` (just ``<label>`` without a grid)."""
+    if not values:
+        return label
+    return label + "-" + "_".join(f"{_short(p)}{_fmt(v)}" for p, v in values)
+
+
+def with_seed(point, seed):
+    """The same grid point under another seed, in its own run folder."""
+    cfg = copy.deepcopy(point.cfg)
+    cfg.run.seed = seed
+    cfg.run.name = f"{point.run_name}-seed{seed}"
+    return Point(point.label, point.values, cfg)
+
+
+def _put(d, path, value, where):
+    parts = str(path).split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"{where}: key {path!r} must be a dotted config path like optim.lr or scheme.params.eps")
+    if parts[0] not in config_mod.SECTIONS:
+        raise ConfigError(f"{where}: key {path!r} starts with an unknown section; valid: "
+                          f"{', '.join(config_mod.SECTIONS)}")
+    if parts[:2] in (["run", "name"], ["run", "results_dir"]):
+        raise ConfigError(f"{where}: {path} is set by the comparison (run folders are <results_dir>/<name>/runs/)")
+    node = d
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: key {path!r}: {part} is not a section")
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _short(path):
+    return str(path).split(".")[-1]
+
+
+def _fmt(v):
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _check_keys(where, values, valid):
+    unknown = sorted(set(map(str, values)) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(unknown)}; valid: {', '.join(valid)}")

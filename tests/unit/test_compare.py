@@ -1,0 +1,248 @@
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from psgrad.compare import __main__ as cli
+from psgrad.compare import from_dict, load, reach, run_comparison, run_result
+from psgrad.compare.spec import Target
+from psgrad.compare.sweep import check_target
+from psgrad.compare.table import COLUMNS, best_index
+from psgrad.errors import ConfigError
+from psgrad.plot import read_metrics
+
+TINY = {
+    "name": "tiny",
+    "base": {"task": {"name": "linreg", "dim": 8, "samples_per_agent": 30},
+             "run": {"rounds": 12, "eval_every": 1, "workers": 2}},
+    "target": {"metric": "suboptimality", "at_most": 0.3},
+    "contenders": [
+        {"label": "fp32", "scheme": "direct", "codec": "fp32", "grid": {"optim.lr": [0.02, 0.1]}},
+        {"label": "fp16", "scheme": "direct", "codec": "fp16", "proposed": True, "grid": {"optim.lr": [0.02, 0.1]}},
+    ],
+}
+
+
+def tiny(tmp_path, fixed_lr=None, **changes):
+    data = copy.deepcopy(TINY)
+    if fixed_lr is not None:  # one grid point each: the quickest comparison
+        for c in data["contenders"]:
+            c["grid"] = {"optim.lr": [fixed_lr]}
+    data["results_dir"] = str(tmp_path)
+    data.update(changes)
+    return from_dict(data)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(path, rows):
+    cols = ["round", "cum_up_payload_bits", "cum_up_wire_bytes", "test_loss"]
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, cols, restval="")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    return read_metrics(path)
+
+
+SUMMARY = {"uplink_payload_bits": 500, "downlink_payload_bits": 900, "bits_per_coordinate": 2.5}
+
+
+def test_bits_to_target_are_the_cumulative_bits_of_the_first_evaluated_round_that_meets_it(tmp_path):
+    rows = write_metrics(tmp_path, [
+        {"round": 0, "cum_up_payload_bits": 0, "cum_up_wire_bytes": 0, "test_loss": 1.0},
+        {"round": 1, "cum_up_payload_bits": 100, "cum_up_wire_bytes": 20},                 # not evaluated
+        {"round": 2, "cum_up_payload_bits": 180, "cum_up_wire_bytes": 40, "test_loss": 0.5},
+        {"round": 3, "cum_up_payload_bits": 250, "cum_up_wire_bytes": 60, "test_loss": 0.09},
+        {"round": 4, "cum_up_payload_bits": 400, "cum_up_wire_bytes": 80, "test_loss": 0.2},
+        {"round": 5, "cum_up_payload_bits": 500, "cum_up_wire_bytes": 99, "test_loss": 0.01},
+    ])
+    r = run_result(rows, Target("test_loss", 0.1, "at_most"), SUMMARY)
+    assert (r["reached"], r["bits_to_target"], r["rounds_to_target"], r["wire_bytes_to_target"]) == (True, 250, 3, 60)
+    assert (r["final_metric"], r["best_metric"]) == (0.01, 0.01)
+    assert (r["total_uplink_bits"], r["total_downlink_bits"]) == (500, 900)
+    # exactly at the threshold counts; a lower threshold is first met later
+    assert run_result(rows, Target("test_loss", 0.5, "at_most"), SUMMARY)["bits_to_target"] == 180
+    assert run_result(rows, Target("test_loss", 0.05, "at_most"), SUMMARY)["rounds_to_target"] == 5
+    # the initial model meeting the target costs zero bits
+    assert run_result(rows, Target("test_loss", 1.0, "at_most"), SUMMARY)["bits_to_target"] == 0
+    # 'at least' reads the other way
+    assert run_result(rows, Target("test_loss", 0.4, "at_least"), SUMMARY)["rounds_to_target"] == 0
+    missed = run_result(rows, Target("test_loss", 0.001, "at_most"), SUMMARY)
+    assert (missed["reached"], missed["bits_to_target"], missed["best_metric"]) == (False, None, 0.01)
+
+
+def test_a_round_that_is_not_evaluated_never_counts_even_if_the_target_would_be_met_there(tmp_path):
+    rows = write_metrics(tmp_path, [
+        {"round": 0, "cum_up_payload_bits": 0, "cum_up_wire_bytes": 0, "test_loss": 1.0},
+        {"round": 1, "cum_up_payload_bits": 10, "cum_up_wire_bytes": 5},
+        {"round": 2, "cum_up_payload_bits": 20, "cum_up_wire_bytes": 9, "test_loss": 0.01},
+    ])
+    assert reach(rows, Target("test_loss", 0.1, "at_most"))["round"] == 2
+
+
+def test_nan_never_meets_a_target_and_is_the_worst_value():
+    t = Target("test_loss", 0.1, "at_most")
+    assert not t.met(math.nan)
+    assert t.better(5.0, math.nan) and not t.better(math.nan, 5.0)
+
+
+def test_best_grid_point_is_fewest_bits_then_best_final_metric():
+    t = Target("test_accuracy", 0.9, "at_least")
+    res = [
+        {"reached": False, "bits_to_target": None, "final_metric": 0.89},
+        {"reached": True, "bits_to_target": 300, "final_metric": 0.91},
+        {"reached": True, "bits_to_target": 200, "final_metric": 0.90},
+        {"reached": True, "bits_to_target": 200, "final_metric": 0.95},
+    ]
+    assert best_index(res, t) == 3
+    assert best_index([res[0], {"reached": False, "bits_to_target": None, "final_metric": 0.5}], t) == 0
+
+
+def test_small_comparison_writes_a_table_consistent_with_its_runs(tmp_path):
+    comparison = tiny(tmp_path)
+    rows = run_comparison(comparison, progress=False)
+    out = tmp_path / "tiny"
+    table = read_csv(out / "table.csv")
+    assert tuple(table[0]) == COLUMNS
+    assert [r["label"] for r in table] == ["fp32", "fp16"]
+    sweep = read_csv(out / "sweep.csv")
+    assert len(sweep) == 4
+    for row in table:
+        runs = [s for s in sweep if s["label"] == row["label"]]
+        winner = next(s for s in runs if s["best"] == "True")
+        assert row["best_grid_point"] == winner["grid_point"]
+        metrics = read_metrics(out / "runs" / winner["run"])
+        summary = json.loads((out / "runs" / winner["run"] / "summary.json").read_text())
+        first = next(m for m in metrics if "suboptimality" in m and m["suboptimality"] <= 0.3)
+        assert row["reached"] == "True"
+        assert int(row["bits_to_target"]) == first["cum_up_payload_bits"]
+        assert int(row["rounds_to_target"]) == first["round"]
+        assert float(row["final_metric"]) == summary["final"]["suboptimality"] == metrics[-1]["suboptimality"]
+        assert int(row["total_uplink_bits"]) == summary["uplink_payload_bits"]
+        assert int(row["total_downlink_bits"]) == summary["downlink_payload_bits"]
+        # the winner needs no more bits than any other grid point that reached the target
+        assert all(int(s["bits_to_target"]) >= int(row["bits_to_target"]) for s in runs if s["reached"] == "True")
+    fp32, fp16 = table
+    assert float(fp32["ratio_to_best_baseline"]) == 1.0
+    # same trajectory to float16 rounding, half the bits per coordinate
+    assert float(fp16["ratio_to_best_baseline"]) == pytest.approx(0.5, abs=0.05)
+    assert float(fp16["uplink_bits_per_coordinate"]) == 16.0
+    assert "| **fp16** |" in (out / "table.md").read_text()
+    for png in ("bits.png", "rounds.png"):
+        assert (out / png).stat().st_size > 10_000
+    assert rows[0]["label"] == "fp32"
+
+
+def test_a_contender_that_misses_the_target_reports_its_best_value_and_no_ratio(tmp_path):
+    comparison = tiny(tmp_path, fixed_lr=0.1, target={"metric": "suboptimality", "at_most": 1e-9})
+    rows = run_comparison(comparison, progress=False)
+    assert all(not r["reached"] and r["ratio_to_best_baseline"] is None for r in rows)
+    assert "not reached (best" in (tmp_path / "tiny" / "table.md").read_text()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"target": {"metric": "suboptimality"}}, "exactly one of at_most, at_least"),
+    ({"target": {"metric": "suboptimality", "at_most": 1, "at_least": 2}}, "exactly one of"),
+    ({"target": {"metric": "suboptimality", "below": 1}}, "unknown key below"),
+    ({"target": {"metric": "suboptimality", "at_most": "low"}}, "expected a finite number"),
+    ({"contenders": []}, "non-empty list"),
+    ({"colour": 1}, "unknown key colour"),
+    ({"name": "a/b"}, "plain folder name"),
+    ({"repeats": 0}, "repeats"),
+    ({"base": {"scheme": {"name": "tpc"}}}, "must not set a scheme"),
+    ({"base": {"run": {"rounds": -1}}}, "base: run.rounds"),
+])
+def test_bad_comparisons_say_what_is_wrong(tmp_path, change, message):
+    data = copy.deepcopy(TINY)
+    data.update(change)
+    with pytest.raises(ConfigError, match=message):
+        from_dict(data)
+
+
+@pytest.mark.parametrize("contender, message", [
+    ({"grid": {"optim.lr": [0.1, 0.2, 0.3]}}, r"same number of points .*fp32: 2, fp16: 3"),
+    ({"grid": {"optim.learning_rate": [0.1, 0.2]}}, r"contender 'fp16' at grid point optim.learning_rate=0.1: optim"),
+    ({"grid": {"lr": [0.1, 0.2]}}, "dotted config path"),
+    ({"grid": {"optimizer.lr": [0.1, 0.2]}}, "unknown section"),
+    ({"grid": {"optim.lr": []}}, "non-empty list"),
+    ({"grid": {"run.name": ["a", "b"]}}, "set by the comparison"),
+    ({"label": "fp32"}, "duplicate label fp32"),
+    ({"label": "a b"}, "label"),
+    ({"proposed": "yes"}, "proposed: expected true or false"),
+    ({"codecs": "fp16"}, "unknown key codecs"),
+])
+def test_bad_contenders_say_which_and_what(tmp_path, contender, message):
+    data = copy.deepcopy(TINY)
+    data["contenders"][1].update(contender)
+    with pytest.raises(ConfigError, match=message):
+        from_dict(data)
+
+
+def test_unknown_codec_or_metric_stops_the_comparison_before_any_run(tmp_path):
+    data = copy.deepcopy(TINY)
+    data["results_dir"] = str(tmp_path)
+    data["contenders"][1]["codec"] = "fp8"
+    with pytest.raises(ConfigError, match="contender 'fp16'.*unknown codec 'fp8'"):
+        run_comparison(from_dict(data), progress=False)
+    with pytest.raises(ConfigError, match="evaluates train_loss, test_loss, suboptimality; got 'test_accuracy'"):
+        run_comparison(tiny(tmp_path, target={"metric": "test_accuracy", "at_least": 0.9}), progress=False)
+    assert not (tmp_path / "tiny" / "runs").exists()
+
+
+def test_command_line_reports_a_bad_file_in_one_line_with_status_2(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntarget: {metric: suboptimality, at_most: 1e-3}\ncontenders: []\n")
+    assert cli.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "contenders: expected a non-empty list" in err
+    assert cli.main([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_overrides_reach_the_base_config_and_yaml_exponents_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    data = copy.deepcopy(TINY)
+    data["target"] = {"metric": "suboptimality", "at_most": "1e-3"}
+    import yaml
+    path.write_text(yaml.safe_dump(data))
+    comparison = load(path, ["base.run.rounds=3", f"results_dir={tmp_path}"])
+    assert comparison.target.threshold == 1e-3
+    assert all(p.cfg.run.rounds == 3 for p in comparison.points)
+    assert comparison.points[0].cfg.run.results_dir == str(tmp_path / "tiny" / "runs")
+
+
+def test_extra_seeds_rerun_each_winner_and_resume_skips_finished_runs(tmp_path):
+    comparison = tiny(tmp_path, fixed_lr=0.1, repeats=2)
+    rows = run_comparison(comparison, progress=False)
+    runs = sorted(p.name for p in (tmp_path / "tiny" / "runs").iterdir())
+    assert runs == ["fp16-lr0.1", "fp16-lr0.1-seed1", "fp32-lr0.1", "fp32-lr0.1-seed1"]
+    assert all(r["seeds_reached"] == "2/2" for r in rows)
+    stamp = (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns
+    again = run_comparison(tiny(tmp_path, fixed_lr=0.1, repeats=2), progress=False, resume=True)
+    assert (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns == stamp
+    assert again == rows
+
+
+def test_a_learning_rate_that_diverges_is_a_result_not_a_crash(tmp_path):
+    rows = run_comparison(tiny(tmp_path, fixed_lr=50.0), progress=False)
+    assert all(not r["reached"] and r["diverged_round"] > 0 and math.isnan(r["final_metric"]) for r in rows)
+    assert "diverged in round" in (tmp_path / "tiny" / "table.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("configs/compare/*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
+    comparison = load(path)
+    check_target(comparison, 1)  # builds every scheme and codec and checks the target metric exists
+    assert comparison.out.parent == Path("results/compare") and comparison.out.name == path.stem
+    assert all(p.cfg.run.eval_every == 1 for p in comparison.points)
+    labels = {c.label for c in comparison.contenders}
+    assert {"fp32", "qsgd", "natural_dither", "topk-ef21", "randk", "rotated_sign-ef21", "lag", "clag-topk",
+            "sparse_dither", "spherical", "tpc-fp32"} <= labels
+    assert {c.label for c in comparison.contenders if c.proposed} == {
+        label for label in labels if label.startswith(("tpc", "sparse_dither", "spherical"))}
