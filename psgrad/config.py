@@ -131,19 +131,23 @@ def config_hash(cfg):
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()
 
 
+def read_yaml(path, what="config file"):
+    """The mapping a YAML file holds; a missing file, bad YAML or a non-mapping is a ConfigError naming ``what``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
 def load(path=None, overrides=()):
     """Load ``path`` (YAML; None for the built-in default), then apply ``a.b=value`` overrides."""
-    data = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    data = {} if path is None else read_yaml(path)
     for item in overrides:
         _apply_override(data, item)
     return from_dict(data)

@@ -116,15 +116,7 @@ class Comparison:
 
 def load(path, overrides=()):
     """Read a comparison file, apply ``a.b=value`` overrides, and validate everything."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"comparison file {path} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"comparison file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"comparison file {path} must hold a mapping, got {type(data).__name__}")
+    data = config_mod.read_yaml(path, "comparison file")
     for item in overrides:
         _override(data, item)
     return from_dict(data)
