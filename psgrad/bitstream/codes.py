@@ -101,7 +101,9 @@ def omega_len(n):
 
 
 @njit(cache=True)
-def write_omega(buf, pos, n):
+def omega_chain(n):
+    """The values ``n, L(n), L(L(n)), ... > 1`` whose groups make up omega(``n``): ``(vals, count)``,
+    outermost first; the code writes them innermost first (``vals[count - 1]`` down to ``vals[0]``)."""
     vals = np.empty(8, np.int64)
     count = 0
     v = np.int64(n)
@@ -109,6 +111,12 @@ def write_omega(buf, pos, n):
         vals[count] = v
         count += 1
         v = np.int64(bit_length(v) - 1)
+    return vals, count
+
+
+@njit(cache=True)
+def write_omega(buf, pos, n):
+    vals, count = omega_chain(n)
     for j in range(count - 1, -1, -1):
         L = bit_length(vals[j]) - 1
         pos = write_bits(buf, pos, 1, 1)

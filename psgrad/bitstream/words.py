@@ -23,7 +23,7 @@ from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..errors import DecodeError
-from .codes import bit_length, omega_len
+from .codes import bit_length, omega_chain, omega_len
 
 if sys.byteorder != "little":  # the word view of the byte stream relies on it
     raise ImportError("psgrad.bitstream.words needs a little-endian machine")
@@ -134,13 +134,7 @@ def get_gamma(words, end, pos):
 @njit(cache=True)
 def put_omega(words, pos, n):
     """Elias omega of ``n >= 1`` (layout as ``codes.write_omega``)."""
-    vals = np.empty(8, np.int64)
-    count = 0
-    v = np.int64(n)
-    while v > 1:
-        vals[count] = v
-        count += 1
-        v = np.int64(bit_length(v) - 1)
+    vals, count = omega_chain(n)
     for j in range(count - 1, -1, -1):
         L = bit_length(vals[j]) - 1
         pos = put(words, pos, 1, 1)
@@ -152,13 +146,7 @@ def put_omega(words, pos, n):
 def omega_code(n):
     """Elias omega of ``n >= 1`` as ``(value, length)``: ``put(words, pos, value, length)`` writes the
     bits of ``put_omega``. ``length <= 64`` for ``n < 2**50``; the caller keeps ``n`` below that."""
-    vals = np.empty(8, np.int64)
-    count = 0
-    v = np.int64(n)
-    while v > 1:
-        vals[count] = v
-        count += 1
-        v = np.int64(bit_length(v) - 1)
+    vals, count = omega_chain(n)
     code = np.uint64(0)
     length = 0
     for j in range(count - 1, -1, -1):
