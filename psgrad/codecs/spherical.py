@@ -35,10 +35,10 @@ from scipy.special import betainc
 
 from ..bitstream.bits import new_buffer, read_bits, read_f32, write_bits, write_f32
 from ..bitstream.hadamard import padded_length, rotate, unrotate
-from ..bitstream.rng import draw_normal, draw_uniform
+from ..bitstream.rng import draw_normal
 from ..errors import DecodeError
 from .base import Codec, expect_bits
-from .spherical_trellis import decode_tables, encode_blocks, haar, read_blocks, write_blocks
+from .spherical_trellis import decode_tables, encode_blocks, gain_level, haar, read_blocks, write_blocks
 from .trellis import CODES, LEVELS, trellis_tables
 
 
@@ -113,15 +113,7 @@ def _write(gains, index, top, levels, gain_bits, bits, dither_key, stochastic):
     pos = write_f32(buf, 0, np.float32(top))
     step = top / (levels - 1) if top > 0 else 1.0
     for b in range(B):
-        t = gains[b] / step
-        j = np.int64(np.floor(t))
-        if stochastic:
-            if draw_uniform(dither_key, b) < t - j:
-                j += 1
-        elif t - j >= 0.5:
-            j += 1
-        if j > levels - 1:
-            j = levels - 1
+        j = gain_level(gains[b], step, levels, dither_key, b, stochastic)
         code = np.uint64(j) | (np.uint64(index[b]) << np.uint64(gain_bits))
         pos = write_bits(buf, pos, code, gain_bits + bits)
     return buf, pos

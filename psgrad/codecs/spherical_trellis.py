@@ -150,6 +150,20 @@ def encode_blocks(y, m, UT, levels, label, nxt, unbiased, gains, codes):
 
 
 @njit(cache=True)
+def gain_level(gain, step, levels, dither_key, b, stochastic):
+    """Block ``b``'s gain on the grid ``{0, step, ..., (levels - 1) step}``: stochastic rounding with the
+    shared uniform ``b`` of ``dither_key`` (unbiased) or rounding to the nearest level (biased)."""
+    t = gain / step
+    j = np.int64(np.floor(t))
+    if stochastic:
+        if draw_uniform(dither_key, b) < t - j:
+            j += 1
+    elif t - j >= 0.5:
+        j += 1
+    return min(j, levels - 1)
+
+
+@njit(cache=True)
 def write_blocks(gains, codes, m, rate, top, levels_g, gain_bits, dither_key, stochastic):
     B = gains.shape[0]
     buf = np.zeros((32 + B * (gain_bits + rate * m) + 7) // 8 + 16, np.uint8)
@@ -157,15 +171,7 @@ def write_blocks(gains, codes, m, rate, top, levels_g, gain_bits, dither_key, st
     step = top / (levels_g - 1) if top > 0 else 1.0
     per_word = 64 // rate
     for b in range(B):
-        t = gains[b] / step
-        j = np.int64(np.floor(t))
-        if stochastic:
-            if draw_uniform(dither_key, b) < t - j:
-                j += 1
-        elif t - j >= 0.5:
-            j += 1
-        if j > levels_g - 1:
-            j = levels_g - 1
+        j = gain_level(gains[b], step, levels_g, dither_key, b, stochastic)
         pos = write_bits(buf, pos, np.uint64(j), gain_bits)
         base = b * m
         i = 0
