@@ -6,7 +6,7 @@ thread count: agent and server run these very loops, so their results agree
 bit for bit. Element-wise results are float32 (the wire type). Reductions
 add float64 products of float32 values (exact) one element at a time, in
 index order, except the predictor's moment sums, which use a fixed blocked
-order of float32 lanes (see ``_moments_small``).
+order of float32 lanes (see ``moments``).
 
 The Python wrappers allocate outputs with numpy (large numpy allocations are
 far cheaper than allocations inside numba) and the ``_kernels`` fill them.
@@ -133,22 +133,59 @@ def predict(mem, a, r_hat=None):
 # data and within 2e-6 of the sum of the terms' magnitudes for any (a sequential float64 sum of exact
 # products is far more accurate, but it cannot vectorise and is several times slower). These sums feed
 # only the agent's least-squares fit, never the mirrored state.
+#
+# Every sum x.y is computed by that one rule whichever kernel computes it (float32 products commute
+# exactly), so a Gram entry computed in an earlier round is bit-identical to computing it again: the
+# kernels below compute only the sums that involve g or the newest memory entry m_0,
+#     g.g,  m_j.g  and  m_0.m_j  (j < k),
+# and ``moments`` takes the rest of ``M^T M`` (the Gram of m_1 .. m_{k-1}) from the previous round.
 LANES = 16
 UNROLL = 8  # consecutive lane groups summed per load and store of the lane partials
 BLOCK = 512
+SMALL = 4  # memories up to this length take the kernel whose accumulators all live in registers
 
 
 @njit(cache=True)
-def _moments_small(mem, padded, g):
-    # Up to 4 entries: len(mem) is a compile-time constant in each specialisation, so every `k > j`
-    # test folds away. Row q of `part`/`tot` holds one sum: 0 g.g, then for each entry j the products
-    # of m_j with g, m_0 .. m_j (rows of entries >= k are never touched).
-    k = len(mem)  # `padded` is `mem` padded to 4 entries, so that each is a constant index (which vectorises)
-    m0, m1, m2, m3 = padded
-    nq = (k + 1) * (k + 2) // 2
+def _finish(part, tot, nq):
+    """Add each sum's float32 lane partials to its float64 lane totals and clear them (end of a block)."""
+    for q in range(nq):
+        for l in range(LANES):
+            tot[q, l] += np.float64(part[q, l])
+            part[q, l] = np.float32(0.0)
+
+
+@njit(cache=True)
+def _row_sums(g, mem, tot):
+    """The float64 totals as ``[g.g, m_0.g .. m_{k-1}.g, m_0.m_0 .. m_0.m_{k-1}]``, tail included."""
+    k = len(mem)
     n = g.shape[0]
-    part = np.zeros((15, LANES), np.float32)
-    tot = np.zeros((15, LANES))
+    sums = np.zeros(2 * k + 1)
+    for q in range(2 * k + 1):
+        for l in range(LANES):
+            sums[q] += tot[q, l]
+    for i in range(n - n % BLOCK, n):
+        x = np.float64(g[i])
+        y0 = np.float64(mem[0][i])
+        sums[0] += x * x
+        for j in range(k):
+            y = np.float64(mem[j][i])
+            sums[1 + j] += y * x
+            sums[1 + k + j] += y0 * y
+    return sums
+
+
+@njit(cache=True)
+def _moment_rows_small(mem, padded, g):
+    # Up to SMALL entries: len(mem) is a compile-time constant in each specialisation, so every `k > j`
+    # test folds away; `padded` is `mem` padded to SMALL entries so that each is a constant index
+    # (which vectorises). Accumulators: t0 g.g; t1..t4 m_j.g; t5..t8 m_0.m_j, kept in rows 0, 1 + j and
+    # 1 + k + j of `part` and `tot`, so that only the 2k + 1 rows in use are carried over per block.
+    k = len(mem)
+    m0, m1, m2, m3 = padded
+    n = g.shape[0]
+    nq = 2 * k + 1
+    part = np.zeros((nq, LANES), np.float32)
+    tot = np.zeros((nq, LANES))
     zero = np.float32(0.0)
     for blk in range(n // BLOCK):
         base = blk * BLOCK
@@ -156,116 +193,101 @@ def _moments_small(mem, padded, g):
             for l in range(LANES):
                 t0 = part[0, l]
                 t1 = part[1, l]
-                t2 = part[2, l]
-                t3 = part[3, l]
-                t4 = part[4, l]
-                t5 = part[5, l]
-                t6 = part[6, l]
-                t7 = part[7, l]
-                t8 = part[8, l]
-                t9 = part[9, l]
-                t10 = part[10, l]
-                t11 = part[11, l]
-                t12 = part[12, l]
-                t13 = part[13, l]
-                t14 = part[14, l]
+                t5 = part[1 + k, l]
+                t2 = part[2, l] if k > 1 else zero
+                t6 = part[2 + k, l] if k > 1 else zero
+                t3 = part[3, l] if k > 2 else zero
+                t7 = part[3 + k, l] if k > 2 else zero
+                t4 = part[4, l] if k > 3 else zero
+                t8 = part[4 + k, l] if k > 3 else zero
                 for u in range(UNROLL):
                     i = s + u * LANES + l
                     x = g[i]
                     y0 = m0[i]
                     t0 += x * x
                     t1 += y0 * x
-                    t2 += y0 * y0
+                    t5 += y0 * y0
                     if k > 1:
                         y1 = m1[i]
-                        t3 += y1 * x
-                        t4 += y1 * y0
-                        t5 += y1 * y1
+                        t2 += y1 * x
+                        t6 += y0 * y1
                     if k > 2:
                         y2 = m2[i]
-                        t6 += y2 * x
-                        t7 += y2 * y0
-                        t8 += y2 * y1
-                        t9 += y2 * y2
+                        t3 += y2 * x
+                        t7 += y0 * y2
                     if k > 3:
                         y3 = m3[i]
-                        t10 += y3 * x
-                        t11 += y3 * y0
-                        t12 += y3 * y1
-                        t13 += y3 * y2
-                        t14 += y3 * y3
+                        t4 += y3 * x
+                        t8 += y0 * y3
                 part[0, l] = t0
                 part[1, l] = t1
-                part[2, l] = t2
-                part[3, l] = t3
-                part[4, l] = t4
-                part[5, l] = t5
-                part[6, l] = t6
-                part[7, l] = t7
-                part[8, l] = t8
-                part[9, l] = t9
-                part[10, l] = t10
-                part[11, l] = t11
-                part[12, l] = t12
-                part[13, l] = t13
-                part[14, l] = t14
-        for q in range(nq):
-            for l in range(LANES):
-                tot[q, l] += np.float64(part[q, l])
-                part[q, l] = zero
-    sums = np.zeros(15)
-    for q in range(nq):
-        for l in range(LANES):
-            sums[q] += tot[q, l]
-    for i in range(n - n % BLOCK, n):
-        x = np.float64(g[i])
-        y = (np.float64(m0[i]), np.float64(m1[i]), np.float64(m2[i]), np.float64(m3[i]))
-        sums[0] += x * x
-        for j in range(k):
-            row = (j + 1) * (j + 2) // 2
-            sums[row] += y[j] * x
-            for l in range(j + 1):
-                sums[row + 1 + l] += y[j] * y[l]
-    G = np.empty((k, k))
-    b = np.empty(k)
-    for j in range(k):
-        row = (j + 1) * (j + 2) // 2
-        b[j] = sums[row]
-        for l in range(j + 1):
-            G[j, l] = G[l, j] = sums[row + 1 + l]
-    return G, b, sums[0]
+                part[1 + k, l] = t5
+                if k > 1:
+                    part[2, l] = t2
+                    part[2 + k, l] = t6
+                if k > 2:
+                    part[3, l] = t3
+                    part[3 + k, l] = t7
+                if k > 3:
+                    part[4, l] = t4
+                    part[4 + k, l] = t8
+        _finish(part, tot, nq)
+    return _row_sums(g, mem, tot)
 
 
 @njit(cache=True)
-def _moments_any(mem, g):
+def _moment_rows_any(mem, g):
+    # Any length, the same sums in the same order with the accumulators in memory (slower).
     k = len(mem)
-    G = np.zeros((k, k))
-    b = np.zeros(k)
-    y = np.empty(k)
-    gg = 0.0
-    for i in range(g.shape[0]):
-        x = np.float64(g[i])
-        gg += x * x
-        for j in range(k):
-            y[j] = np.float64(mem[j][i])
-            b[j] += y[j] * x
-            for l in range(j + 1):
-                G[j, l] += y[j] * y[l]
-    for j in range(k):
-        for l in range(j):
-            G[l, j] = G[j, l]
-    return G, b, gg
+    n = g.shape[0]
+    part = np.zeros((2 * k + 1, LANES), np.float32)
+    tot = np.zeros((2 * k + 1, LANES))
+    m0 = mem[0]
+    for blk in range(n // BLOCK):
+        base = blk * BLOCK
+        for s in range(base, base + BLOCK, LANES):
+            for l in range(LANES):
+                i = s + l
+                x = g[i]
+                y0 = m0[i]
+                part[0, l] += x * x
+                for j in range(k):
+                    y = mem[j][i]
+                    part[1 + j, l] += y * x
+                    part[1 + k + j, l] += y0 * y
+        _finish(part, tot, 2 * k + 1)
+    return _row_sums(g, mem, tot)
 
 
-def moments(mem, g):
-    """``(M^T M, M^T g, ||g||^2)`` for a non-empty memory (a tuple of arrays), in one pass.
+def _moment_rows(mem, g):
+    if len(mem) <= SMALL:
+        return _moment_rows_small(mem, mem + mem[:1] * (SMALL - len(mem)), g)
+    return _moment_rows_any(mem, g)
 
-    Memories of up to 4 entries take a kernel whose accumulators all live in
-    registers; longer ones a general kernel (same sums, same order, slower).
+
+def gram(mem):
+    """``M^T M`` for a memory (a tuple of arrays), one pass per entry: for a memory with no known Gram."""
+    k = len(mem)
+    G = np.empty((k, k))
+    for i in range(k):
+        row = _moment_rows(mem[i:], mem[i])[1 + k - i:]
+        G[i, i:] = G[i:, i] = row
+    return G
+
+
+def moments(mem, g, tail=None):
+    """``(M^T M, M^T g, ||g||^2)`` for a non-empty memory, in one pass over ``g`` and the memory.
+
+    ``tail`` is the Gram of ``mem[1:]`` when the caller knows it (the previous
+    round's ``M^T M`` restricted to the entries still in the memory); without
+    it, ``gram`` computes it. Either way the result is the same to the bit.
     """
-    if len(mem) <= 4:
-        return _moments_small(mem, mem + mem[:1] * (4 - len(mem)), g)
-    return _moments_any(mem, g)
+    k = len(mem)
+    sums = _moment_rows(mem, g)
+    G = np.empty((k, k))
+    G[0, :] = G[:, 0] = sums[1 + k:]
+    G[1:, 1:] = gram(mem[1:]) if tail is None else tail
+    return G, sums[1:1 + k], sums[0]
 
 
 @njit(cache=True)

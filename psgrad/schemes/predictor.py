@@ -13,11 +13,13 @@ entries make it huge and useless) ``lambda`` grows tenfold until it fits,
 which approximates the box-constrained fit without ever blowing up.
 """
 import math
+import weakref
 
 import numpy as np
 from numba import njit
 
 from ..errors import DecodeError
+from . import kernels
 
 
 @njit(cache=True)
@@ -136,6 +138,44 @@ def default_bound(p):
     magnitude is ``C(p, p//2)``.
     """
     return 2.0 * math.comb(p, p // 2)
+
+
+class GramMemo:
+    """``kernels.moments`` that remembers each memory's ``M^T M`` for the next round.
+
+    Pushing ``g_hat`` shifts the memory, so of the next round's Gram only the
+    row of the new entry is new; the rest is this round's Gram, bit-identical
+    to computing it again (kernels.py). Entries are keyed by the memory's
+    newest array and checked by identity of every array (memory entries are
+    read-only, so the same array means the same values); an entry goes away
+    with its array. A memory it has not seen (after a resume or a rollback)
+    is computed in full, so results never depend on the memo. Agent only,
+    never mirrored.
+    """
+
+    def __init__(self):
+        self._grams = {}
+
+    def moments(self, mem, g):
+        tail = self._known(mem[1:])
+        G, b, gg = kernels.moments(mem, g, tail)
+        self._remember(mem, G)
+        return G, b, gg
+
+    def _known(self, mem):
+        entry = self._grams.get(id(mem[0])) if mem else None
+        if entry is None:
+            return None if mem else np.empty((0, 0))
+        refs, G = entry
+        if len(refs) < len(mem) or any(r() is not m for r, m in zip(refs, mem)):
+            return None
+        return G[:len(mem), :len(mem)]
+
+    def _remember(self, mem, G):
+        key = id(mem[0])
+        if key not in self._grams:
+            weakref.finalize(mem[0], self._grams.pop, key, None)
+        self._grams[key] = (tuple(weakref.ref(m) for m in mem), G)
 
 
 def push(memory, x, p):

@@ -32,7 +32,7 @@ import numpy as np
 from . import kernels
 from .base import Empty, Scheme, frozen
 from .frame import FrameReader, frame
-from .predictor import CoefficientCode, default_bound, fit, push
+from .predictor import CoefficientCode, GramMemo, default_bound, fit, push
 from .trigger import Trigger
 
 
@@ -66,6 +66,7 @@ class TPC(Scheme):
         self.trigger = Trigger(tau, eps, xi, max_silent)
         self.ridge = float(ridge)
         self.open_loop = bool(open_loop)
+        self.grams = GramMemo()  # agent-side speed-up only: results are the same without it
 
     def __repr__(self):
         return (f"tpc({self.codec!r}, p={self.p}, coef_bits={self.coefs.bits}, coef_range={self.coefs.bound}, "
@@ -88,7 +89,7 @@ class TPC(Scheme):
             g_sq = kernels.sq_norm(g)
             r_sq = g_sq
         else:
-            G, b, g_sq = kernels.moments(memory, g)
+            G, b, g_sq = self.grams.moments(memory, g)
             codes, a_q = self.coefs.quantize(fit(G, b, self.ridge, self.coefs.bound))
             a = a_q.astype(np.float64)
             # ||g - M a||^2 expanded from the blocked float32-lane sums (docs/tpc.md): about

@@ -3,7 +3,7 @@ import pytest
 
 import psgrad
 from psgrad.schemes import kernels
-from psgrad.schemes.predictor import CoefficientCode, default_bound, fit
+from psgrad.schemes.predictor import CoefficientCode, GramMemo, default_bound, fit, push
 from psgrad.schemes.trigger import Trigger
 
 
@@ -49,7 +49,7 @@ def blocked_lane_sum(x, y):
     return s
 
 
-@pytest.mark.parametrize("k", [1, 3, 4])
+@pytest.mark.parametrize("k", [1, 3, 4, 5])
 def test_moment_sums_follow_the_documented_blocked_lane_order_bit_for_bit(k):
     rng = np.random.default_rng(10 + k)
     n = 5 * kernels.BLOCK + 13
@@ -61,6 +61,26 @@ def test_moment_sums_follow_the_documented_blocked_lane_order_bit_for_bit(k):
         assert b[j] == blocked_lane_sum(mem[j], g)
         for l in range(j + 1):
             assert G[j, l] == blocked_lane_sum(mem[j], mem[l])
+
+
+@pytest.mark.parametrize("p", [3, 6])
+def test_gram_memo_gives_the_same_moments_bit_for_bit_and_forgets_dropped_entries(p):
+    rng = np.random.default_rng(p)
+    n = 2 * kernels.BLOCK + 5
+    memo, mem, computed = GramMemo(), (), []
+    for _ in range(3 * p):
+        g = rng.standard_normal(n).astype(np.float32)
+        if mem:
+            got = memo.moments(mem, g)
+            want = kernels.moments(mem, g)  # every sum computed afresh
+            assert all(np.array_equal(x, y) for x, y in zip(got, want))
+            computed.append(memo._known(mem[1:]) is not None)
+        mem = push(mem, rng.standard_normal(n).astype(np.float32), p)
+    assert all(computed)  # after the first round only the new row was computed
+    assert len(memo._grams) <= p  # entries of arrays that left the memory are gone
+    older = mem[1:]  # a rollback to a memory it saw: still exact
+    g = rng.standard_normal(n).astype(np.float32)
+    assert np.array_equal(memo.moments(older, g)[0], kernels.moments(older, g)[0])
 
 
 def test_rank_deficient_memories_give_finite_bounded_coefficients():
