@@ -43,9 +43,9 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from . import config as config_mod  # noqa: E402
-from .errors import ConfigError  # noqa: E402
+from .errors import ConfigError, PsgradError  # noqa: E402
 from .runtime import checkpoint  # noqa: E402
-from .runtime.driver import Stopped, build, handshake, resolve_workers, run_local, run_mpi  # noqa: E402
+from .runtime.driver import Stopped, agree, build, handshake, resolve_workers, run_local, run_mpi  # noqa: E402
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
@@ -116,14 +116,21 @@ def main(argv=None):
     import_s = process_age()
 
     # Set-up errors are the user's: one line, status 2, on every rank, agreed before anyone waits on anyone.
-    error = None
+    # Every collective here has a deadline: a rank that never arrives ends the job instead of hanging it.
+    error, timeout = None, config_mod.RunConfig.timeout
     try:
-        cfg, task, sc, resume = prepare(args, world)
-        if world > 1:
-            handshake(comm, cfg)
-    except ConfigError as e:
-        error = str(e)
-    errors = comm.allgather(error) if world > 1 else [error]
+        try:
+            cfg, task, sc, resume = prepare(args, world)
+            timeout = cfg.run.timeout
+            if world > 1:
+                handshake(comm, cfg)
+        except ConfigError as e:
+            error = str(e)
+        errors = agree(comm, error, timeout, "for every rank to check its config") if world > 1 else [error]
+    except PsgradError as e:
+        print(f"psgrad: error on rank {rank}: {e}", file=sys.stderr, flush=True)
+        comm.Abort(1)
+        return 1
     if any(errors):
         if rank == 0:
             first = next(r for r, e in enumerate(errors) if e)

@@ -279,14 +279,29 @@ def receive_bytes(comm, source, tag, timeout, what):
 
 
 def handshake(comm, cfg):
-    """Refuse to start unless every rank runs the same psgrad version, wire format and config."""
-    mine = (__version__, wire.WIRE_VERSION, config_hash(cfg))
-    everyone = comm.allgather(mine)
+    """Refuse to start unless every rank runs the same psgrad version, wire format and config.
+
+    Every rank must arrive within ``run.timeout`` seconds: one that never does
+    (stuck in start-up) ends the job with an error instead of a hang.
+    """
+    mine = [__version__, wire.WIRE_VERSION, config_hash(cfg)]
+    everyone = agree(comm, mine, cfg.run.timeout, "for every rank at the start-up handshake")
     for r, theirs in enumerate(everyone):
         if theirs != mine:
             what = "config" if theirs[:2] == mine[:2] else "psgrad version or wire format"
             raise ConfigError(f"rank {r} runs a different {what} than rank {comm.Get_rank()}: "
                               f"{theirs[:2]} config {theirs[2][:12]} vs {mine[:2]} config {mine[2][:12]}")
+
+
+def agree(comm, obj, timeout, what):
+    """``comm.allgather(obj)`` for a small JSON value, raising after ``timeout`` seconds instead of hanging."""
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = np.empty(comm.Get_size(), np.int64)
+    wait(comm.Iallgather(np.array([data.size], np.int64), sizes), timeout, f"waiting {what}")
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    gathered = np.empty(int(sizes.sum()), np.uint8)
+    wait(comm.Iallgatherv(data, [gathered, (sizes, offsets)]), timeout, f"waiting {what}")
+    return [json.loads(gathered[o:o + n].tobytes()) for o, n in zip(offsets, sizes)]
 
 
 def poll(ready, timeout, what):

@@ -6,7 +6,8 @@ MODE: raise (an exception in agent work), hang (agent work never returns),
 die (the process exits abruptly), server-raise (an exception in the server
 while it decodes agent 1's message; RANK is ignored), pause (write the file
 ``paused`` into $PSGRAD_FAULT_DIR, then sleep $PSGRAD_PAUSE seconds, default
-600: the test kills or signals the job meanwhile), none. The fault hits rank
+600: the test kills or signals the job meanwhile), late (rank RANK sleeps
+$PSGRAD_PAUSE seconds before the start-up handshake), none. The fault hits rank
 RANK in round $PSGRAD_FAULT_ROUND (default 2). Every rank writes its pid to
 $PSGRAD_FAULT_DIR/pid.RANK when that variable is set.
 """
@@ -27,6 +28,7 @@ rank = MPI.COMM_WORLD.Get_rank()
 if fault_dir:
     Path(fault_dir, f"pid.{rank}").write_text(str(os.getpid()))
 original = worker.Worker._agent_round
+original_handshake = train.handshake
 original_receive = server.Server._reconstruct
 
 
@@ -50,6 +52,13 @@ def faulty_reconstruct(self, a, t, frame):
     return original_receive(self, a, t, frame)
 
 
+def late_handshake(comm, cfg):
+    if mode == "late" and rank == fault_rank:
+        time.sleep(float(os.environ.get("PSGRAD_PAUSE", "600")))
+    return original_handshake(comm, cfg)
+
+
 worker.Worker._agent_round = faulty
+train.handshake = late_handshake
 server.Server._reconstruct = faulty_reconstruct
 sys.exit(train.main(sys.argv[3:]))

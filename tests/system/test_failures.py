@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 90  # a hang fails the test instead of CI
 
 
-def mpirun(args, tmp_path, n=3, mpirun_options=()):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def mpirun(args, tmp_path, n=3, mpirun_options=(), env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     t0 = time.monotonic()
     r = subprocess.run(["mpirun", *mpirun_options, "-n", str(n), sys.executable, *args,
                         f"--set=run.results_dir={tmp_path}"],
@@ -62,6 +62,15 @@ def test_a_hung_worker_times_the_server_out_and_ends_every_rank(tmp_path):
     line = first_psgrad_line(r.stderr)
     assert line == ("psgrad: error on rank 0 (round 2): PsgradError: timed out after 3 s waiting for agents [0] "
                     "on ranks [1]"), r.stderr
+    assert elapsed < LIMIT - 30
+
+
+def test_a_rank_that_never_reaches_the_start_up_handshake_ends_the_job_after_run_timeout(tmp_path):
+    r, elapsed = mpirun(["tests/system/faulty_train.py", "late", "2", "--set", "run.timeout=3"], tmp_path,
+                        env={"PSGRAD_PAUSE": "600"})
+    assert r.returncode != 0
+    assert first_psgrad_line(r.stderr).endswith(
+        ": timed out after 3 s waiting for every rank at the start-up handshake"), r.stderr
     assert elapsed < LIMIT - 30
 
 
