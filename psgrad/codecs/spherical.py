@@ -36,6 +36,7 @@ from scipy.special import betainc
 from ..bitstream.bits import new_buffer, read_bits, read_f32, write_bits, write_f32
 from ..bitstream.hadamard import padded_length, rotate, unrotate
 from ..bitstream.rng import draw_normal
+from ..bitstream.words import load_words
 from ..errors import DecodeError
 from .base import Codec, expect_bits
 from .spherical_trellis import decode_tables, encode_blocks, gain_level, haar, read_blocks, write_blocks
@@ -202,7 +203,7 @@ class Spherical(Codec):
             self.rate = self.bits // self.m
             self.alphabet = LEVELS[self.rate, self.states]
             self.label, self.nxt = trellis_tables(self.states, *CODES[self.states])
-            self.vals, self.nxt2 = decode_tables(self.alphabet, self.label, self.nxt, self.rate)
+            self.vals, self.nxt2, self.T4, self.N4 = decode_tables(self.alphabet, self.label, self.nxt, self.rate)
 
     def block(self, d):
         """Block length for ``d`` coordinates: ``m``, or the padded length when that is shorter (trellis)."""
@@ -244,8 +245,10 @@ class Spherical(Codec):
 
     def _rotated(self, x, key):
         B, m = self.blocks(x.shape[0]), self.block(x.shape[0])
-        y = np.zeros(B * m, np.float32)
         r = rotate(x, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
+        if r.shape[0] == B * m:  # the usual case: the padded length is a whole number of blocks
+            return r
+        y = np.zeros(B * m, np.float32)
         y[: r.shape[0]] = r
         return y
 
@@ -269,7 +272,7 @@ class Spherical(Codec):
         gains = np.empty(B, np.float64)
         dither = np.uint64(key.stream("spherical.dither"))
         if self.code == "trellis":
-            codes = np.empty(B * m, np.int64)
+            codes = np.empty(B * m, np.uint8)
             encode_blocks(y, m, np.ascontiguousarray(self._turn(key, d).T), self.alphabet, self.label, self.nxt,
                           self.unbiased, gains, codes)
             return write_blocks(gains, codes, m, self.rate, self._top(gains), self.levels, self.gain_bits, dither,
@@ -285,8 +288,9 @@ class Spherical(Codec):
         expect_bits(self.name, nbits, self.payload_bits(d))
         B = self.blocks(d)
         if self.code == "trellis":
-            y = read_blocks(data, nbits, B, self.block(d), self.rate, self.vals, self.nxt2, self.levels,
-                            self.gain_bits, self._turn(key, d))
+            y = np.empty(B * self.block(d), np.float32)
+            read_blocks(load_words(data, nbits), nbits, B, self.block(d), self.rate, self.vals, self.nxt2,
+                        self.T4, self.N4, self.levels, self.gain_bits, self._turn(key, d), y)
         else:
             scale = 1.0 / self.cos2 if self.unbiased else 1.0
             y = _read(data, nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits, self.bits, scale)
@@ -305,10 +309,10 @@ def shape_constants(m, rate, states, samples=4000):
     y = rng.standard_normal(samples * m).astype(np.float32)
     label, nxt = trellis_tables(states, *CODES[states])
     gains = np.empty(samples)
-    codes = np.empty(samples * m, np.int64)
+    codes = np.empty(samples * m, np.uint8)
     encode_blocks(y, m, np.zeros((0, 0), np.float32), LEVELS[rate, states], label, nxt, True, gains, codes)
     # unbiased gain g = ||z||^2 / <z, Q>, so 1/cos^2 = g^2 ||Q||^2 / ||z||^2
-    vals, nxt2 = decode_tables(LEVELS[rate, states], label, nxt, rate)
+    vals, nxt2, _, _ = decode_tables(LEVELS[rate, states], label, nxt, rate)
     q = _levels_of(codes, vals, nxt2, m)
     zz = (y.astype(np.float64).reshape(samples, m) ** 2).sum(1)
     inv = gains ** 2 * (q.reshape(samples, m) ** 2).sum(1) / zz
