@@ -38,7 +38,7 @@ then the level index in its subset).
 import numpy as np
 from numba import njit
 
-from ..bitstream.words import get, put
+from ..bitstream.words import f32_field, field_f32, get, put
 from ..bitstream.rng import draw_normal, draw_uniform
 from ..errors import DecodeError
 from .trellis import nearest_in_subsets
@@ -304,25 +304,11 @@ def gain_level(gain, step, levels, dither_key, b, stochastic):
 
 
 @njit(cache=True)
-def _f32_bits(v):
-    tmp = np.empty(1, np.float32)
-    tmp[0] = v
-    return tmp.view(np.uint32)[0]
-
-
-@njit(cache=True)
-def _bits_f32(u):
-    tmp = np.empty(1, np.uint32)
-    tmp[0] = u
-    return tmp.view(np.float32)[0]
-
-
-@njit(cache=True)
 def write_blocks(gains, codes, m, rate, top, levels_g, gain_bits, dither_key, stochastic):
     """The payload as a word buffer (viewed as bytes) and its length: ``h``, then per block gain and words."""
     B = gains.shape[0]
     words = np.zeros((32 + B * (gain_bits + rate * m) + 63) // 64 + 1, np.uint64)
-    pos = put(words, 0, np.uint64(_f32_bits(np.float32(top))), 32)
+    pos = put(words, 0, f32_field(np.float32(top)), 32)
     step = top / (levels_g - 1) if top > 0 else 1.0
     per_word = 64 // rate
     for b in range(B):
@@ -390,7 +376,7 @@ def read_blocks(words, end, B, m, rate, vals, nxt2, T4, N4, levels_g, gain_bits,
     if end < 32 + B * (gain_bits + rate * m):
         raise DecodeError("spherical: payload shorter than its blocks")
     tb, pos = get(words, 0, 32)
-    top = _bits_f32(np.uint32(tb))
+    top = field_f32(tb)
     if not (top >= 0.0 and top < np.inf):
         raise DecodeError("spherical: gain range must be finite and >= 0")
     step = np.float64(top) / (levels_g - 1)
