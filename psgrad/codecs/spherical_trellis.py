@@ -369,9 +369,10 @@ def read_blocks(words, end, B, m, rate, vals, nxt2, T4, N4, levels_g, gain_bits,
     ``words`` is the payload as a word buffer (``bitstream.words.load_words``);
     ``y`` (``B m`` float32) receives the result. The caller allocates it with
     numpy, which backs large arrays with huge pages: first-touch page faults of a
-    fresh 40 MB array cost more than the whole table walk otherwise. The path is walked four bits at a time through ``T4``/``N4``
-    (``decode_tables``): one table row gives the levels of the next
-    ``4 / R`` samples and the state after them.
+    fresh 40 MB array cost more than the whole table walk otherwise. The path
+    is walked four bits at a time through ``T4``/``N4`` (``decode_tables``):
+    one table row gives the levels of the next ``4 / R`` samples and the state
+    after them.
     """
     if end < 32 + B * (gain_bits + rate * m):
         raise DecodeError("spherical: payload shorter than its blocks")
