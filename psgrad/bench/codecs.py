@@ -339,11 +339,12 @@ def _plot(path, rows):
         ax.plot(r_grid, 1 / (4 ** r_grid - 1), "k-", lw=1, label="unbiased bound 1/(4^r-1)")
         ax.plot(r_grid, 4.0 ** -r_grid, "k--", lw=1, label="biased bound 4^-r")
         for name in names:
-            pts = [r for r in rows if r["codec"] == name and r["input"] == kind and r["error"] > 0]
-            if pts:
-                ax.plot([p["rate"] for p in pts], [p["error"] for p in pts],
-                        "o" if pts[0]["unbiased"] else "s", color=colors[name], label=name, ms=5,
-                        mfc=colors[name] if pts[0]["unbiased"] else "none")
+            for unbiased in (True, False):  # a codec may have both kinds of points (spherical)
+                pts = [r for r in rows if r["codec"] == name and r["input"] == kind and r["error"] > 0
+                       and bool(r["unbiased"]) == unbiased]
+                if pts:
+                    ax.plot([p["rate"] for p in pts], [p["error"] for p in pts], "o" if unbiased else "s",
+                            color=colors[name], label=name, ms=5, mfc=colors[name] if unbiased else "none")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylim(1e-9, 1e4)
