@@ -24,32 +24,27 @@ def padded_length(d, block):
 
 @njit(cache=True)
 def _fwht8(x):
-    """The first three butterfly stages (h = 1, 2, 4) as one 8-point transform per group."""
-    for i in range(0, x.shape[0], 8):
-        a0 = x[i] + x[i + 1]
-        a1 = x[i] - x[i + 1]
-        a2 = x[i + 2] + x[i + 3]
-        a3 = x[i + 2] - x[i + 3]
-        a4 = x[i + 4] + x[i + 5]
-        a5 = x[i + 4] - x[i + 5]
-        a6 = x[i + 6] + x[i + 7]
-        a7 = x[i + 6] - x[i + 7]
-        b0 = a0 + a2
-        b2 = a0 - a2
-        b1 = a1 + a3
-        b3 = a1 - a3
-        b4 = a4 + a6
-        b6 = a4 - a6
-        b5 = a5 + a7
-        b7 = a5 - a7
-        x[i] = b0 + b4
-        x[i + 4] = b0 - b4
-        x[i + 1] = b1 + b5
-        x[i + 5] = b1 - b5
-        x[i + 2] = b2 + b6
-        x[i + 6] = b2 - b6
-        x[i + 3] = b3 + b7
-        x[i + 7] = b3 - b7
+    """The first three butterfly stages (h = 1, 2, 4), each as its own pass over interleaved pairs.
+
+    Written as fixed-stride groups (2, 4, 8 elements) the compiler vectorises
+    each pass with in-register shuffles; the data stay in cache between passes.
+    """
+    n = x.shape[0]
+    for k in range(n >> 1):
+        a = x[2 * k]
+        b = x[2 * k + 1]
+        x[2 * k] = a + b
+        x[2 * k + 1] = a - b
+    for k in range(n >> 2):
+        i = 4 * k
+        a0, a1, a2, a3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        x[i], x[i + 1], x[i + 2], x[i + 3] = a0 + a2, a1 + a3, a0 - a2, a1 - a3
+    for k in range(n >> 3):
+        i = 8 * k
+        a0, a1, a2, a3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        a4, a5, a6, a7 = x[i + 4], x[i + 5], x[i + 6], x[i + 7]
+        x[i], x[i + 1], x[i + 2], x[i + 3] = a0 + a4, a1 + a5, a2 + a6, a3 + a7
+        x[i + 4], x[i + 5], x[i + 6], x[i + 7] = a0 - a4, a1 - a5, a2 - a6, a3 - a7
 
 
 @njit(cache=True)
@@ -86,9 +81,10 @@ def fwht(x):
 
     Performs exactly the additions of the textbook radix-2 transform (stage
     ``h`` pairs ``j`` with ``j + h``, ``h = 1, 2, 4, ...``), so results are
-    bit-identical to it, but fuses the first three stages into 8-point groups
-    and the later ones pairwise (radix 4): half the passes over memory, and
-    inner loops over contiguous slices that the compiler vectorises.
+    bit-identical to it, but runs the first three stages as vectorisable
+    interleaved passes and fuses the later ones pairwise (radix 4): inner loops
+    over contiguous slices that the compiler vectorises. ``rotate`` and
+    ``unrotate`` call it on one cache-resident block at a time.
     """
     n = x.shape[0]
     h = 1
@@ -116,22 +112,54 @@ def fwht_blocks(y, block):
 
 
 @njit(cache=True)
-def signed_scaled_copy(src, dst, key, scale):
-    """``dst[j] = scale * s_j * src[j]`` for ``j < len(src)``, zero after, with the shared signs ``s_j``.
+def signed_scaled_range(src, src0, dst, key, scale, start, stop):
+    """``dst[j] = scale * s_j * src[j - src0]`` for ``start <= j < stop`` (zero where ``j - src0 >= len(src)``).
 
     Sign ``s_j`` is bit ``j % 64`` of draw ``j // 64`` of stream ``key`` (1 means
-    negative), applied as an XOR of the float sign bit: no branch per coordinate.
+    negative). It is applied as a multiplication by +-1 after the scaling, which
+    is exact (IEEE multiplication is symmetric in sign), so the result equals a
+    flip of the float's sign bit; the inner loop has no branch and vectorises.
     """
-    d = src.shape[0]
-    n = dst.shape[0]
-    u = dst.view(np.uint32)
-    for w in range((n + 63) // 64):
+    d = src0 + src.shape[0]
+    for w in range(start >> 6, (stop + 63) >> 6):
         bits = draw_u64(key, w)
-        base = w * 64
-        for j in range(min(64, n - base)):
-            v = src[base + j] * scale if base + j < d else np.float32(0.0)
-            dst[base + j] = v
-            u[base + j] ^= np.uint32((bits >> np.uint64(j)) & np.uint64(1)) << np.uint32(31)
+        lo = max(start, w << 6)
+        hi = min(stop, (w + 1) << 6)
+        full = max(lo, min(hi, d))
+        off = lo & 63
+        a = src[lo - src0:full - src0]  # slices: contiguous, no index arithmetic left in the loop
+        o = dst[lo:full]
+        for j in range(full - lo):
+            f = np.float32(1.0) - np.float32(2.0) * np.float32((bits >> np.uint64(off + j)) & np.uint64(1))
+            o[j] = (a[j] * scale) * f
+        for j in range(full, hi):
+            dst[j] = 0.0
+
+
+@njit(cache=True)
+def signed_scaled_copy(src, dst, key, scale):
+    """``dst[j] = scale * s_j * src[j]`` for ``j < len(src)``, zero after, with the shared signs ``s_j``
+    (see ``signed_scaled_range``)."""
+    signed_scaled_range(src, 0, dst, key, scale, 0, dst.shape[0])
+
+
+@njit(cache=True)
+def _rotate_blocks(x, y, key, scale, b):
+    # one block at a time: its signed copy is still in cache when the transform runs
+    for s in range(0, y.shape[0], b):
+        signed_scaled_range(x, 0, y, key, scale, s, s + b)
+        fwht(y[s:s + b])
+
+
+@njit(cache=True)
+def _unrotate_blocks(y, out, key, scale, b):
+    # one block at a time through a cache-resident scratch: y is read once and out written once
+    scratch = np.empty(b, np.float32)
+    d = out.shape[0]
+    for s in range(0, d, b):
+        scratch[:] = y[s:s + b]
+        fwht(scratch)
+        signed_scaled_range(scratch, s, out, key, scale, s, min(d, s + b))
 
 
 def rotate(x, key, block=1 << 16):
@@ -139,8 +167,7 @@ def rotate(x, key, block=1 << 16):
     n = padded_length(x.shape[0], block)
     b = min(n, block)
     y = np.empty(n, np.float32)
-    signed_scaled_copy(x, y, np.uint64(key), np.float32(1.0 / np.sqrt(b)))
-    fwht_blocks(y, b)
+    _rotate_blocks(x, y, np.uint64(key), np.float32(1.0 / np.sqrt(b)), b)
     return y
 
 
@@ -150,8 +177,6 @@ def unrotate(y, d, key, block=1 << 16):
     if y.shape[0] != n:
         raise ValueError(f"rotated length {y.shape[0]} does not match d={d}, block={block} (expected {n})")
     b = min(n, block)
-    z = np.array(y, dtype=np.float32, copy=True)
-    fwht_blocks(z, b)
     out = np.empty(d, np.float32)
-    signed_scaled_copy(z[:d], out, np.uint64(key), np.float32(1.0 / np.sqrt(b)))
+    _unrotate_blocks(np.ascontiguousarray(y, dtype=np.float32), out, np.uint64(key), np.float32(1.0 / np.sqrt(b)), b)
     return out

@@ -6,9 +6,11 @@ Steps (encoder):
    (estimated on an evenly strided sample of at most 65536 coordinates; any
    ``lambda`` keeps the operator unbiased, the solve only sets the rate).
 2. Keep coordinate ``i`` with probability ``p_i = min(1, |x_i| / lambda)`` by
-   systematic sampling: one shared uniform ``u``, keep ``i`` when
-   ``floor(u + sum_{j<=i} p_j)`` increases. Each coordinate's marginal keep
-   probability is exactly ``p_i``, which is all that unbiasedness and the
+   systematic sampling: one uniform ``u``, keep ``i`` when
+   ``floor(u + sum_{j<=i} p_j)`` increases, computed exactly in 64-bit fixed
+   point (``u`` a uniform 64-bit fraction, ``p_i < 1`` as ``floor(2^64 p_i)``).
+   Each coordinate's marginal keep probability is ``p_i`` (to within ``2^-64``,
+   below float32 resolution), which is all that unbiasedness and the
    mean squared error depend on (errors of different coordinates are orthogonal).
 3. Magnitudes on the grid ``lambda + j (M - lambda) / levels``, ``j = 0..levels``,
    ``M = max |x_i|``. A kept coordinate with ``|x_i| <= lambda`` is sent as
@@ -23,12 +25,14 @@ from -1, minus one), one sign bit (1 = negative), Elias gamma of ``j + 1``.
 import numpy as np
 from numba import njit
 
-from ..bitstream.bits import read_bits, read_f32, write_bits, write_f32
-from ..bitstream.codes import delta_len, gamma_len, read_delta, read_gamma, read_rice, rice_len, write_delta, \
-    write_gamma, write_rice
-from ..bitstream.rng import draw_uniform
+from ..bitstream.codes import bit_length
+from ..bitstream.rng import draw_u64, draw_uniform
+from ..bitstream.words import ctz, f32_field, field_f32, get, get_checked, get_gamma, get_rice, load_words, \
+    sink_flush, sink_put
 from ..errors import DecodeError
 from .base import Codec
+
+_ONE = np.uint64(1)
 
 
 def solve_lambda(a, k):
@@ -43,36 +47,97 @@ def solve_lambda(a, k):
     return float(lam[hits[0]]) if len(hits) else float(s[0])
 
 
+_TWO64 = 18446744073709551616.0  # 2^64
+
+
 @njit(cache=True)
-def _select(x, lam, u, out):
-    """Systematic sampling with marginals ``min(1, |x_i| / lam)``; returns the number kept."""
-    inv = 1.0 / lam
-    acc = u
+def _select(x, inv_lam, u, out, kept):
+    """Systematic sampling with marginals ``p_i = min(1, |x_i| * inv_lam)``; fills ``out[:k]`` with the kept
+    positions and ``kept[:k]`` with their values (read while they are in cache), returns ``k``.
+
+    The running sum ``u + sum_{j<=i} p_j`` is kept modulo 1 as a 64-bit
+    fixed-point fraction (``p_i`` as ``floor(2^64 p_i)``, ``u`` a uniform 64-bit
+    draw), so keeping ``i`` is the carry out of one integer addition; ``p_i >= 1``
+    is always kept and adds nothing. Per 64 coordinates: the fractions in one
+    vectorised pass, the carries in a minimal serial loop (one integer add of
+    latency per coordinate), the keep bits packed into a word, and the kept
+    positions read off it with trailing-zero counts, in increasing order.
+    """
+    n = x.shape[0]
+    frac = np.zeros(64, np.uint64)
+    whole = np.zeros(64, np.uint64)
+    carry = np.zeros(64, np.uint64)
+    acc = np.uint64(u)
     k = 0
-    for i in range(x.shape[0]):
-        a = abs(np.float64(x[i]))
-        p = a * inv
-        if p >= 1.0:
-            out[k] = i
+    for base in range(0, n, 64):
+        cn = min(64, n - base)
+        xs = x[base:base + cn]
+        for j in range(cn):
+            p = abs(np.float64(xs[j])) * inv_lam
+            w = p >= 1.0
+            frac[j] = np.uint64((0.0 if w else p) * _TWO64)
+            whole[j] = np.uint64(w)
+        for j in range(cn):
+            nxt = acc + frac[j]
+            carry[j] = np.uint64(nxt < acc)
+            acc = nxt
+        bits = np.uint64(0)
+        for j in range(cn):
+            bits |= (carry[j] | whole[j]) << np.uint64(j)
+        while bits != 0:
+            t = ctz(bits)
+            out[k] = base + t
+            kept[k] = xs[t]
             k += 1
-            continue
-        nxt = acc + p
-        if nxt >= 1.0:
-            nxt -= 1.0
-            out[k] = i
-            k += 1
-        acc = nxt
+            bits &= bits - _ONE
     return k
 
 
 @njit(cache=True)
-def _write(x, idx, k, lam, top, levels, r, key):
+def _sink_unary_rice(words, w, acc, nacc, gap, r):
+    """Rice(r) of ``gap`` through the sink writer, for quotients too long for one field."""
+    q = gap >> r
+    while q >= 63:
+        w, acc, nacc = sink_put(words, w, acc, nacc, (_ONE << np.uint64(63)) - _ONE, 63)
+        q -= 63
+    w, acc, nacc = sink_put(words, w, acc, nacc, (_ONE << np.uint64(q)) - _ONE, q + 1)  # ones, then the 0
+    if r > 0:
+        w, acc, nacc = sink_put(words, w, acc, nacc, np.uint64(gap) & ((_ONE << np.uint64(r)) - _ONE), r)
+    return w, acc, nacc
+
+
+@njit(cache=True)
+def _gamma_field(n):
+    """Elias gamma of ``n >= 1`` as ``(value, length)`` (the bits of ``codes.write_gamma``)."""
+    L = bit_length(n) - 1
+    low = np.uint64(n) & ((_ONE << np.uint64(L)) - _ONE)
+    return (_ONE << np.uint64(L)) | (low << np.uint64(L + 1)), 2 * L + 1
+
+
+@njit(cache=True)
+def _write(vals, idx, k, lam, top, levels, r, key, words):
+    """Header and one field group per kept coordinate (positions ``idx``, values ``vals``) into ``words``
+    (not zeroed); returns the bit length.
+
+    A kept coordinate's Rice gap, sign and gamma level are joined into one
+    value and appended with a single register-held write when they fit in 64
+    bits (always, unless the gap's quotient is long).
+    """
     step = (top - lam) / levels if top > lam else 1.0
-    nbits = 64 + delta_len(k + 1) + 6
+    w, acc, nacc = 0, np.uint64(0), 0
+    w, acc, nacc = sink_put(words, w, acc, nacc, f32_field(np.float32(lam)), 32)
+    w, acc, nacc = sink_put(words, w, acc, nacc, f32_field(np.float32(top)), 32)
+    L = bit_length(k + 1) - 1  # Elias delta of k + 1: gamma of L + 1, then the low L bits
+    gv, gl = _gamma_field(L + 1)
+    w, acc, nacc = sink_put(words, w, acc, nacc, gv, gl)
+    if L > 0:
+        w, acc, nacc = sink_put(words, w, acc, nacc, np.uint64(k + 1) & ((_ONE << np.uint64(L)) - _ONE), L)
+    w, acc, nacc = sink_put(words, w, acc, nacc, np.uint64(r), 6)
+    rmask = (_ONE << np.uint64(r)) - _ONE
     prev = -1
     for t in range(k):
-        i = idx[t]
-        a = abs(np.float64(x[i]))
+        i = np.int64(idx[t])
+        a = abs(np.float64(vals[t]))
         j = 0
         if a > lam:
             f = (a - lam) / step
@@ -81,55 +146,82 @@ def _write(x, idx, k, lam, top, levels, r, key):
                 j += 1
             if j > levels:
                 j = levels
-        idx[t] = i * (levels + 1) + j  # stash level with position for the write pass
-        nbits += rice_len(i - prev - 1, r) + 1 + gamma_len(j + 1)
+        gap = i - prev - 1
         prev = i
-    buf = np.zeros((nbits + 7) // 8 + 8, np.uint8)
-    pos = write_f32(buf, 0, np.float32(lam))
-    pos = write_f32(buf, pos, np.float32(top))
-    pos = write_delta(buf, pos, k + 1)
-    pos = write_bits(buf, pos, r, 6)
-    prev = -1
-    for t in range(k):
-        i = idx[t] // (levels + 1)
-        j = idx[t] % (levels + 1)
-        pos = write_rice(buf, pos, i - prev - 1, r)
-        pos = write_bits(buf, pos, 1 if x[i] < 0 else 0, 1)
-        pos = write_gamma(buf, pos, j + 1)
-        prev = i
-    return buf, pos
+        q = gap >> r
+        sign = _ONE if vals[t] < 0 else np.uint64(0)
+        gv, gl = _gamma_field(j + 1)
+        n = q + 2 + r + gl
+        if n <= 64:
+            field = ((_ONE << np.uint64(q)) - _ONE) | ((np.uint64(gap) & rmask) << np.uint64(q + 1))
+            field |= sign << np.uint64(q + 1 + r)
+            field |= gv << np.uint64(q + 2 + r)
+            w, acc, nacc = sink_put(words, w, acc, nacc, field, n)
+        else:
+            w, acc, nacc = _sink_unary_rice(words, w, acc, nacc, gap, r)
+            w, acc, nacc = sink_put(words, w, acc, nacc, sign, 1)
+            w, acc, nacc = sink_put(words, w, acc, nacc, gv, gl)
+    return sink_flush(words, w, acc, nacc)
 
 
 @njit(cache=True)
-def _read(buf, end, d, levels):
-    lam, pos = read_f32(buf, end, 0)
-    top, pos = read_f32(buf, end, pos)
+def _read(words, end, d, levels, out):
+    """Fill the zeroed ``out`` from a payload in word form; ``DecodeError`` on any malformed field."""
+    lb, pos = get_checked(words, end, 0, 32)
+    tb, pos = get_checked(words, end, pos, 32)
+    lam = field_f32(lb)
+    top = field_f32(tb)
     if not (0 < lam < np.inf and 0 <= top < np.inf):
         raise DecodeError("sparse_dither: lambda and the largest magnitude must be finite, lambda > 0")
-    k1, pos = read_delta(buf, end, pos)
-    k = k1 - 1
+    Lp1, pos = get_gamma(words, end, pos)
+    L = Lp1 - 1
+    if L > 62:
+        raise DecodeError("sparse_dither: kept count exceeds 63 bits")
+    low, pos = get_checked(words, end, pos, L)
+    k = ((np.int64(1) << L) | np.int64(low)) - 1
     if k > d:
         raise DecodeError("sparse_dither: more kept coordinates than the vector has")
-    r, pos = read_bits(buf, end, pos, 6)
+    r, pos = get_checked(words, end, pos, 6)
+    r = np.int64(r)
     if r > 40:
         raise DecodeError("sparse_dither: Rice parameter out of range")
     step = (np.float64(top) - lam) / levels if top > lam else 1.0
-    out = np.zeros(d, np.float32)
+    rmask = (_ONE << np.uint64(r)) - _ONE
     i = -1
     for t in range(k):
-        gap, pos = read_rice(buf, end, pos, np.int64(r))
+        fast = False
+        if pos + 64 <= end:  # the common case: the whole field group lies in the next 64 bits
+            w, _ = get(words, pos, 64)
+            inv = ~w
+            if inv != 0:
+                q = ctz(inv)
+                used = q + 2 + r
+                if used < 64:
+                    rest = w >> np.uint64(q + 1)
+                    gap = (q << r) | np.int64(rest & rmask)
+                    rest >>= np.uint64(r)
+                    s = rest & _ONE
+                    rest >>= _ONE
+                    if rest != 0:
+                        Lg = ctz(rest)
+                        if used + 2 * Lg + 1 <= 64:
+                            j1 = (np.int64(1) << Lg) | np.int64((rest >> np.uint64(Lg + 1))
+                                                                & ((_ONE << np.uint64(Lg)) - _ONE))
+                            pos += used + 2 * Lg + 1
+                            fast = True
+        if not fast:
+            gap, pos = get_rice(words, end, pos, r)
+            s, pos = get_checked(words, end, pos, 1)
+            j1, pos = get_gamma(words, end, pos)
         i += gap + 1
         if i >= d:
             raise DecodeError("sparse_dither: position past the end of the vector")
-        s, pos = read_bits(buf, end, pos, 1)
-        j1, pos = read_gamma(buf, end, pos)
         if j1 > levels + 1:
             raise DecodeError("sparse_dither: magnitude level out of range")
         v = np.float32(lam + (j1 - 1) * step)
         out[i] = -v if s else v
     if pos != end:
         raise DecodeError("sparse_dither: trailing bits after the last kept coordinate")
-    return out
 
 
 class SparseDither(Codec):
@@ -158,29 +250,34 @@ class SparseDither(Codec):
 
     def _encode(self, x, key):
         d = x.shape[0]
-        a = np.abs(x)
-        top = float(a.max()) if d else 0.0
+        top = float(max(x.max(), -x.min())) if d else 0.0  # numpy's reductions, no |x| array
         if not np.isfinite(top):
             raise ValueError("sparse_dither: input must be finite")
         if top == 0.0:
-            buf = np.zeros(16, np.uint8)
-            pos = write_f32(buf, 0, np.float32(1.0))
-            pos = write_f32(buf, pos, np.float32(1.0))
-            pos = write_delta(buf, pos, 1)
-            return buf, pos + 6
+            words = np.zeros(3, np.uint64)
+            nbits = _write(x[:0], np.zeros(0, np.int32), 0, 1.0, 1.0, self.levels, 0, np.uint64(0), words)
+            return words.view(np.uint8), nbits
         stride = max(1, d // 65536)
-        sample = a[::stride]
+        sample = np.abs(x[::stride])
         k_target = self.density * len(sample)
         nonzero = np.count_nonzero(sample)
         lam = solve_lambda(sample, k_target) if 0 < k_target < nonzero else float(sample[sample > 0].min())
         lam = float(np.float32(min(max(lam, np.finfo(np.float32).tiny), np.finfo(np.float32).max)))
-        idx = np.empty(d, np.int64)
-        u = draw_uniform(np.uint64(key.stream("sparse_dither.sample")), 0)
-        k = _select(x, lam, u, idx)
+        # numpy allocations: pages are touched only up to the kept count
+        idx, kept = np.empty(d, np.int32), np.empty(d, np.float32)
+        u = np.uint64(draw_u64(np.uint64(key.stream("sparse_dither.sample")), 0))
+        k = _select(x, 1.0 / lam, u, idx, kept)
         mean_gap = d / max(k, 1)
         r = int(max(0, min(40, np.floor(np.log2(max(mean_gap * np.log(2), 1.0))))))
-        return _write(x, idx, k, lam, np.float64(np.float32(top)), self.levels, r,
-                      np.uint64(key.stream("sparse_dither.levels")))
+        # bound: header, every quotient bit (the gaps sum to < d), and per coordinate the Rice terminator and
+        # remainder, the sign and a gamma code of at most 2 * 21 + 1 bits (levels <= 2^20)
+        bound = 200 + (d >> r) + k * (r + 2 + 43 + 1)
+        words = np.empty(bound // 64 + 2, np.uint64)
+        nbits = _write(kept, idx, k, lam, np.float64(np.float32(top)), self.levels, r,
+                       np.uint64(key.stream("sparse_dither.levels")), words)
+        return words.view(np.uint8), nbits
 
     def _decode(self, data, nbits, d, key):
-        return _read(data, nbits, d, self.levels)
+        out = np.zeros(d, np.float32)
+        _read(load_words(data, nbits), nbits, d, self.levels, out)
+        return out

@@ -33,9 +33,9 @@ import numpy as np
 from numba import njit
 from scipy.special import betainc
 
-from ..bitstream.bits import new_buffer, read_bits, read_f32, write_bits, write_f32
 from ..bitstream.hadamard import padded_length, rotate, unrotate
 from ..bitstream.rng import draw_normal
+from ..bitstream.words import f32_field, field_f32, get, load_words, put
 from ..errors import DecodeError
 from .base import Codec, expect_bits
 from .spherical_trellis import decode_tables, encode_blocks, gain_level, haar, read_blocks, write_blocks
@@ -109,26 +109,29 @@ def _search(y, m, CT, gains, index):
 @njit(cache=True)
 def _write(gains, index, top, levels, gain_bits, bits, dither_key, stochastic):
     B = gains.shape[0]
-    buf = np.zeros((32 + B * (gain_bits + bits) + 7) // 8 + 8, np.uint8)
-    pos = write_f32(buf, 0, np.float32(top))
+    words = np.zeros((32 + B * (gain_bits + bits) + 63) // 64 + 1, np.uint64)
+    pos = put(words, 0, f32_field(np.float32(top)), 32)
     step = top / (levels - 1) if top > 0 else 1.0
     for b in range(B):
         j = gain_level(gains[b], step, levels, dither_key, b, stochastic)
         code = np.uint64(j) | (np.uint64(index[b]) << np.uint64(gain_bits))
-        pos = write_bits(buf, pos, code, gain_bits + bits)
-    return buf, pos
+        pos = put(words, pos, code, gain_bits + bits)
+    return words.view(np.uint8), pos
 
 
 @njit(cache=True)
-def _read(buf, end, B, m, C, levels, gain_bits, bits, scale):
-    top, pos = read_f32(buf, end, 0)
+def _read(words, end, B, m, C, levels, gain_bits, bits, scale, y):
+    """Fill ``y`` (``B m``, allocated by the caller with numpy: huge pages) with the decoded blocks."""
+    if end < 32 + B * (gain_bits + bits):
+        raise DecodeError("spherical: payload shorter than its blocks")
+    tb, pos = get(words, 0, 32)
+    top = field_f32(tb)
     if not (top >= 0.0 and top < np.inf):
         raise DecodeError("spherical: gain range must be finite and >= 0")
     half = C.shape[0]
     step = np.float64(top) / (levels - 1)
-    y = np.zeros(B * m, np.float32)
     for b in range(B):
-        code, pos = read_bits(buf, end, pos, gain_bits + bits)
+        code, pos = get(words, pos, gain_bits + bits)
         j = np.int64(code & np.uint64(levels - 1))
         k = np.int64(code >> np.uint64(gain_bits))
         g = np.float32(j * step * scale)
@@ -137,7 +140,6 @@ def _read(buf, end, B, m, C, levels, gain_bits, bits, scale):
             g = -g
         for i in range(m):
             y[b * m + i] = g * C[k, i]
-    return y
 
 
 # code -> defaults of (m, bits, gain_bits) for the unbiased and the biased variant
@@ -202,7 +204,7 @@ class Spherical(Codec):
             self.rate = self.bits // self.m
             self.alphabet = LEVELS[self.rate, self.states]
             self.label, self.nxt = trellis_tables(self.states, *CODES[self.states])
-            self.vals, self.nxt2 = decode_tables(self.alphabet, self.label, self.nxt, self.rate)
+            self.vals, self.nxt2, self.T4, self.N4 = decode_tables(self.alphabet, self.label, self.nxt, self.rate)
 
     def block(self, d):
         """Block length for ``d`` coordinates: ``m``, or the padded length when that is shorter (trellis)."""
@@ -244,8 +246,10 @@ class Spherical(Codec):
 
     def _rotated(self, x, key):
         B, m = self.blocks(x.shape[0]), self.block(x.shape[0])
-        y = np.zeros(B * m, np.float32)
         r = rotate(x, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
+        if r.shape[0] == B * m:  # the usual case: the padded length is a whole number of blocks
+            return r
+        y = np.zeros(B * m, np.float32)
         y[: r.shape[0]] = r
         return y
 
@@ -269,7 +273,7 @@ class Spherical(Codec):
         gains = np.empty(B, np.float64)
         dither = np.uint64(key.stream("spherical.dither"))
         if self.code == "trellis":
-            codes = np.empty(B * m, np.int64)
+            codes = np.empty(B * m, np.uint8)
             encode_blocks(y, m, np.ascontiguousarray(self._turn(key, d).T), self.alphabet, self.label, self.nxt,
                           self.unbiased, gains, codes)
             return write_blocks(gains, codes, m, self.rate, self._top(gains), self.levels, self.gain_bits, dither,
@@ -285,11 +289,14 @@ class Spherical(Codec):
         expect_bits(self.name, nbits, self.payload_bits(d))
         B = self.blocks(d)
         if self.code == "trellis":
-            y = read_blocks(data, nbits, B, self.block(d), self.rate, self.vals, self.nxt2, self.levels,
-                            self.gain_bits, self._turn(key, d))
+            y = np.empty(B * self.block(d), np.float32)
+            read_blocks(load_words(data, nbits), nbits, B, self.block(d), self.rate, self.vals, self.nxt2,
+                        self.T4, self.N4, self.levels, self.gain_bits, self._turn(key, d), y)
         else:
             scale = 1.0 / self.cos2 if self.unbiased else 1.0
-            y = _read(data, nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits, self.bits, scale)
+            y = np.empty(B * self.m, np.float32)
+            _read(load_words(data, nbits), nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits,
+                  self.bits, scale, y)
         n = padded_length(d, self.rotation_block)
         return unrotate(y[:n], d, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
 
@@ -305,10 +312,10 @@ def shape_constants(m, rate, states, samples=4000):
     y = rng.standard_normal(samples * m).astype(np.float32)
     label, nxt = trellis_tables(states, *CODES[states])
     gains = np.empty(samples)
-    codes = np.empty(samples * m, np.int64)
+    codes = np.empty(samples * m, np.uint8)
     encode_blocks(y, m, np.zeros((0, 0), np.float32), LEVELS[rate, states], label, nxt, True, gains, codes)
     # unbiased gain g = ||z||^2 / <z, Q>, so 1/cos^2 = g^2 ||Q||^2 / ||z||^2
-    vals, nxt2 = decode_tables(LEVELS[rate, states], label, nxt, rate)
+    vals, nxt2, _, _ = decode_tables(LEVELS[rate, states], label, nxt, rate)
     q = _levels_of(codes, vals, nxt2, m)
     zz = (y.astype(np.float64).reshape(samples, m) ** 2).sum(1)
     inv = gains ** 2 * (q.reshape(samples, m) ** 2).sum(1) / zz

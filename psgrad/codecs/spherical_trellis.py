@@ -38,10 +38,10 @@ then the level index in its subset).
 import numpy as np
 from numba import njit
 
-from ..bitstream.bits import read_bits, read_f32, write_bits, write_f32
+from ..bitstream.words import f32_field, field_f32, get, put
 from ..bitstream.rng import draw_normal, draw_uniform
 from ..errors import DecodeError
-from .trellis import tcq_block
+from .trellis import nearest_in_subsets
 
 
 @njit(cache=True)
@@ -92,61 +92,201 @@ def _greedy(z, levels, label, nxt, codes, q):
         s = nxt[s, bc & 1]
 
 
+# Blocks searched side by side: the Viterbi recursion of GROUP blocks runs in SIMD lanes, one block per lane
+# (every lane does the same add-compare-selects, so the path of each block is the one a block-by-block search
+# finds); the turn and the decoder's table walk also work on GROUP blocks at a time, a tile that stays in cache.
+GROUP = 32
+
+
+@njit(cache=True)
+def turn_rows(V, M, out):
+    """``out[b] = sum_t V[b, t] M[t]`` for every row ``b``, each sum formed from +0 in the order t = 0, 1, ...
+
+    A fixed order of float32 operations (eight terms per pass over a row of
+    ``out``, added left to right, no fused multiply-add), so the result does
+    not depend on the machine or on a BLAS library: the decoder runs it on the
+    agent and on the server, and both must get the same bits. Eight rows of
+    ``M`` per pass keep the row of ``out`` in registers for eight terms instead
+    of one, which is what makes it about as fast as a float32 GEMM.
+    """
+    B, T = V.shape
+    n = M.shape[1]
+    for b in range(B):
+        out[b, :] = 0.0
+    t = 0
+    while t + 8 <= T:
+        r0, r1, r2, r3 = M[t], M[t + 1], M[t + 2], M[t + 3]
+        r4, r5, r6, r7 = M[t + 4], M[t + 5], M[t + 6], M[t + 7]
+        for b in range(B):
+            o = out[b]
+            v0, v1, v2, v3 = V[b, t], V[b, t + 1], V[b, t + 2], V[b, t + 3]
+            v4, v5, v6, v7 = V[b, t + 4], V[b, t + 5], V[b, t + 6], V[b, t + 7]
+            for i in range(n):
+                o[i] = (o[i] + v0 * r0[i] + v1 * r1[i] + v2 * r2[i] + v3 * r3[i]
+                        + v4 * r4[i] + v5 * r5[i] + v6 * r6[i] + v7 * r7[i])
+        t += 8
+    while t < T:
+        r0 = M[t]
+        for b in range(B):
+            o = out[b]
+            v0 = V[b, t]
+            for i in range(n):
+                o[i] = o[i] + v0 * r0[i]
+        t += 1
+
+
+@njit(cache=True)
+def _viterbi_lanes(zt, m, levels, label, dec, a, c, bd):
+    """Viterbi search of ``GROUP`` blocks at once (``zt[t * GROUP + l]``: sample ``t`` of lane ``l``).
+
+    The same arithmetic as ``trellis.tcq_block``, lane by lane: float32 path
+    metrics, branch metrics ``(z - level)^2`` in float32 at one level per subset
+    (float64 and the nearest level otherwise), ties to the first predecessor.
+    Fills ``dec[(t * states + q) * GROUP + l]`` and leaves the final metrics in
+    the returned array.
+    """
+    L = GROUP
+    S = label.shape[0]
+    half = S >> 1
+    per = levels.shape[0] // 4
+    l0 = np.empty(S, np.int64)
+    l1 = np.empty(S, np.int64)
+    for q in range(S):
+        l0[q] = label[q >> 1, q & 1]
+        l1[q] = label[(q >> 1) + half, q & 1]
+    a[:] = np.inf
+    a[:L] = 0.0
+    for t in range(m):
+        zrow = zt[t * L:(t + 1) * L]
+        for k in range(4):
+            bk = bd[k * L:(k + 1) * L]
+            if per == 1:
+                lv = levels[k]
+                for l in range(L):
+                    e = np.float32(zrow[l] - lv)
+                    bk[l] = e * e
+            else:
+                for l in range(L):
+                    best = np.inf
+                    for i in range(per):
+                        e = zrow[l] - levels[k + 4 * i]
+                        e = e * e
+                        if e < best:
+                            best = e
+                    bk[l] = best
+        dt = dec[t * S * L:(t + 1) * S * L]
+        for q in range(S):  # branch-free add-compare-select across the lanes
+            A0 = a[(q >> 1) * L:((q >> 1) + 1) * L]
+            A1 = a[((q >> 1) + half) * L:((q >> 1) + half + 1) * L]
+            B0 = bd[l0[q] * L:(l0[q] + 1) * L]
+            B1 = bd[l1[q] * L:(l1[q] + 1) * L]
+            C = c[q * L:(q + 1) * L]
+            D = dt[q * L:(q + 1) * L]
+            for l in range(L):
+                c0 = A0[l] + B0[l]
+                c1 = A1[l] + B1[l]
+                pick = c1 < c0
+                C[l] = c1 if pick else c0
+                D[l] = pick
+        a, c = c, a
+    return a
+
+
 @njit(cache=True)
 def encode_blocks(y, m, UT, levels, label, nxt, unbiased, gains, codes):
-    """Per block: optional Haar turn (``UT`` = ``U^T``, or 0 x 0 for none), TCQ path, gain. Fills gains, codes."""
+    """Per block: optional Haar turn (``UT`` = ``U^T``, or 0 x 0 for none), TCQ path, gain. Fills gains, codes.
+
+    Works on ``GROUP`` blocks at a time: turn them (``turn_rows``), scale each
+    to norm ``sqrt(m)``, run their Viterbi searches side by side
+    (``_viterbi_lanes``), trace each path back, and form the gains. The paths
+    and gains are those of a block-by-block ``trellis.tcq_block`` search.
+    """
     B = gains.shape[0]
-    states = label.shape[0]
-    dec = np.empty((m, states), np.uint8)
-    cost = np.empty(states)
-    new = np.empty(states)
-    z = np.empty(m, np.float32)
-    zn = np.empty(m)
-    q = np.empty(m)
+    S = label.shape[0]
+    half = S >> 1
+    per = levels.shape[0] // 4
+    L = GROUP
     turn = UT.shape[0] == m
-    for b in range(B):
-        yb = y[b * m:(b + 1) * m]
-        cb = codes[b * m:(b + 1) * m]
+    Y = y[:B * m].reshape((B, m))
+    Z = np.empty((L, m), np.float32)
+    zt = np.empty(m * L)
+    qv = np.empty(m * L)
+    dec = np.empty(m * S * L, np.uint8)
+    a = np.empty(S * L, np.float32)
+    c = np.empty(S * L, np.float32)
+    bd = np.empty(4 * L, np.float32)
+    s2 = np.empty(L)
+    f = np.empty(L)
+    st = np.empty(L, np.int64)
+    dot = np.empty(L)
+    qq = np.empty(L)
+    bd4 = np.empty(4, np.float32)
+    bj = np.empty(4, np.int64)
+    zcol = np.empty(m)
+    qtmp = np.empty(m)
+    for b0 in range(0, B, L):
+        n = min(L, B - b0)
         if turn:
-            z[:] = 0.0
-            for j in range(m):  # z = U y_b as a sum of scaled columns: independent lanes, no reassociation
-                v = yb[j]
-                row = UT[j]
-                for i in range(m):
-                    z[i] += v * row[i]
+            turn_rows(Y[b0:b0 + n], UT, Z[:n])
         else:
-            z[:] = yb
-        s = 0.0
-        for i in range(m):
-            s += np.float64(z[i]) * z[i]
-        if s == 0.0:
-            gains[b] = 0.0
-            cb[:] = 0
-            continue
-        norm = np.sqrt(s)
-        f = np.sqrt(m) / norm
-        for i in range(m):
-            zn[i] = z[i] * f
-        tcq_block(zn, levels, label, nxt, cb, dec, cost, new)
-        st = 0
-        dot = 0.0
-        qq = 0.0
+            Z[:n] = Y[b0:b0 + n]
+        for l in range(L):
+            s = 0.0
+            if l < n:
+                for i in range(m):
+                    s += np.float64(Z[l, i]) * Z[l, i]
+            s2[l] = s
+            fl = np.sqrt(m) / np.sqrt(s) if s > 0.0 else 0.0
+            f[l] = fl
+            for i in range(m):
+                zt[i * L + l] = Z[l, i] * fl if s > 0.0 else 0.0
+        fin = _viterbi_lanes(zt, m, levels, label, dec, a, c, bd)
+        for l in range(n):
+            q = 0
+            for s_ in range(1, S):
+                if fin[s_ * L + l] < fin[q * L + l]:
+                    q = s_
+            st[l] = q
+        for t in range(m - 1, -1, -1):
+            for l in range(n):
+                q = st[l]
+                bb = q & 1
+                p = (q >> 1) + half * dec[(t * S + q) * L + l]
+                k = label[p, bb]
+                if per == 1:
+                    codes[(b0 + l) * m + t] = bb
+                    qv[t * L + l] = levels[k]
+                else:
+                    nearest_in_subsets(zt[t * L + l], levels, per, bd4, bj)
+                    codes[(b0 + l) * m + t] = bb | (bj[k] << 1)
+                    qv[t * L + l] = levels[k + 4 * bj[k]]
+                st[l] = p
+        dot[:] = 0.0
+        qq[:] = 0.0
         for t in range(m):
-            c = cb[t]
-            v = levels[label[st, c & 1] + 4 * (c >> 1)]
-            st = nxt[st, c & 1]
-            dot += zn[t] * v
-            qq += v * v
-        if not dot > 0.0:
-            _greedy(zn, levels, label, nxt, cb, q)
-            dot = 0.0
-            qq = 0.0
-            for t in range(m):
-                dot += zn[t] * q[t]
-                qq += q[t] * q[t]
-        # <z, Q> = dot * norm / sqrt(m)
-        zq = dot / f
-        gains[b] = s / zq if unbiased else zq / qq
+            for l in range(n):
+                v = qv[t * L + l]
+                dot[l] += zt[t * L + l] * v
+                qq[l] += v * v
+        for l in range(n):
+            b = b0 + l
+            if s2[l] == 0.0:
+                gains[b] = 0.0
+                codes[b * m:(b + 1) * m] = 0
+                continue
+            dl = dot[l]
+            ql = qq[l]
+            if not dl > 0.0:
+                for t in range(m):
+                    zcol[t] = zt[t * L + l]
+                _greedy(zcol, levels, label, nxt, codes[b * m:(b + 1) * m], qtmp)
+                dl = 0.0
+                ql = 0.0
+                for t in range(m):
+                    dl += zcol[t] * qtmp[t]
+                    ql += qtmp[t] * qtmp[t]
+            zq = dl / f[l]  # <z, Q> = dot * norm / sqrt(m)
+            gains[b] = s2[l] / zq if unbiased else zq / ql
 
 
 @njit(cache=True)
@@ -165,14 +305,15 @@ def gain_level(gain, step, levels, dither_key, b, stochastic):
 
 @njit(cache=True)
 def write_blocks(gains, codes, m, rate, top, levels_g, gain_bits, dither_key, stochastic):
+    """The payload as a word buffer (viewed as bytes) and its length: ``h``, then per block gain and words."""
     B = gains.shape[0]
-    buf = np.zeros((32 + B * (gain_bits + rate * m) + 7) // 8 + 16, np.uint8)
-    pos = write_f32(buf, 0, np.float32(top))
+    words = np.zeros((32 + B * (gain_bits + rate * m) + 63) // 64 + 1, np.uint64)
+    pos = put(words, 0, f32_field(np.float32(top)), 32)
     step = top / (levels_g - 1) if top > 0 else 1.0
     per_word = 64 // rate
     for b in range(B):
         j = gain_level(gains[b], step, levels_g, dither_key, b, stochastic)
-        pos = write_bits(buf, pos, np.uint64(j), gain_bits)
+        pos = put(words, pos, np.uint64(j), gain_bits)
         base = b * m
         i = 0
         while i < m:
@@ -180,55 +321,91 @@ def write_blocks(gains, codes, m, rate, top, levels_g, gain_bits, dither_key, st
             acc = np.uint64(0)
             for k in range(n):
                 acc |= np.uint64(codes[base + i + k]) << np.uint64(k * rate)
-            pos = write_bits(buf, pos, acc, n * rate)
+            pos = put(words, pos, acc, n * rate)
             i += n
-    return buf, pos
+    return words.view(np.uint8), pos
 
 
 @njit(cache=True)
-def read_blocks(buf, end, B, m, rate, vals, nxt2, levels_g, gain_bits, U):
-    """Decode to the rotated domain: per block ``g_hat * Q_b``, turned back by ``U^T`` when ``U`` is m x m."""
-    top, pos = read_f32(buf, end, 0)
+def _walk(words, pos, m, rate, g, T4f, N4f, vals, nxt2, out, o):
+    """Write ``g`` times the levels of one block's path (``m`` words from bit ``pos``) to ``out[o:o + m]``,
+    four bits per table step; return the position after the block."""
+    s = 0
+    t = o
+    left = m * rate
+    cpn = 4 // rate
+    while left > 0:
+        take = min(64, left)
+        w, pos = get(words, pos, take)
+        left -= take
+        while take >= 4:
+            e = s * 16 + np.int64(w & np.uint64(15))
+            if cpn == 4:
+                out[t] = g * T4f[4 * e]
+                out[t + 1] = g * T4f[4 * e + 1]
+                out[t + 2] = g * T4f[4 * e + 2]
+                out[t + 3] = g * T4f[4 * e + 3]
+            else:
+                out[t] = g * T4f[2 * e]
+                out[t + 1] = g * T4f[2 * e + 1]
+            s = N4f[e]
+            t += cpn
+            w >>= np.uint64(4)
+            take -= 4
+        while take > 0:  # fewer than four bits left: one word at a time
+            cw = np.int64(w & np.uint64((1 << rate) - 1))
+            out[t] = g * vals[s, cw]
+            s = nxt2[s, cw]
+            t += 1
+            w >>= np.uint64(rate)
+            take -= rate
+    return pos
+
+
+@njit(cache=True)
+def read_blocks(words, end, B, m, rate, vals, nxt2, T4, N4, levels_g, gain_bits, U, y):
+    """Decode to the rotated domain: per block ``g_hat * Q_b``, turned back by ``U^T`` when ``U`` is m x m.
+
+    ``words`` is the payload as a word buffer (``bitstream.words.load_words``);
+    ``y`` (``B m`` float32) receives the result. The caller allocates it with
+    numpy, which backs large arrays with huge pages: first-touch page faults of a
+    fresh 40 MB array cost more than the whole table walk otherwise. The path
+    is walked four bits at a time through ``T4``/``N4`` (``decode_tables``):
+    one table row gives the levels of the next ``4 / R`` samples and the state
+    after them.
+    """
+    if end < 32 + B * (gain_bits + rate * m):
+        raise DecodeError("spherical: payload shorter than its blocks")
+    tb, pos = get(words, 0, 32)
+    top = field_f32(tb)
     if not (top >= 0.0 and top < np.inf):
         raise DecodeError("spherical: gain range must be finite and >= 0")
-    if pos + B * (gain_bits + rate * m) > end:
-        raise DecodeError("spherical: payload shorter than its blocks")
     step = np.float64(top) / (levels_g - 1)
-    y = np.zeros(B * m, np.float32)
-    qb = np.empty(m, np.float32)
     turn = U.shape[0] == m
-    per_word = 64 // rate
-    mask = np.uint64((1 << rate) - 1)
-    for b in range(B):
-        j, pos = read_bits(buf, end, pos, gain_bits)
-        g = np.float32(np.float64(j) * step)
-        s = 0
-        i = 0
-        while i < m:
-            n = min(per_word, m - i)
-            word, pos = read_bits(buf, end, pos, n * rate)
-            for k in range(n):
-                c = np.int64((word >> np.uint64(k * rate)) & mask)
-                qb[i + k] = vals[s, c]
-                s = nxt2[s, c]
-            i += n
-        out = y[b * m:(b + 1) * m]
-        if g == 0:
-            continue
+    G = GROUP
+    V = np.empty(G * m, np.float32)
+    T4f = T4.ravel()
+    N4f = N4.ravel()
+    for b0 in range(0, B, G):
+        n = min(G, B - b0)
+        for l in range(n):
+            j, pos = get(words, pos, gain_bits)
+            g = np.float32(np.float64(j) * step)
+            if turn:
+                pos = _walk(words, pos, m, rate, g, T4f, N4f, vals, nxt2, V, l * m)
+            else:
+                o = (b0 + l) * m
+                pos = _walk(words, pos, m, rate, g, T4f, N4f, vals, nxt2, y, o)
+                if g == 0:  # a zero block decodes to +0.0 exactly
+                    y[o:o + m] = 0.0
         if turn:
-            for t in range(m):  # U^T v as a sum of scaled rows of U
-                v = g * qb[t]
-                row = U[t]
-                for i2 in range(m):
-                    out[i2] += v * row[i2]
-        else:
-            for t in range(m):
-                out[t] = g * qb[t]
-    return y
+            turn_rows(V[:n * m].reshape((n, m)), U, y[b0 * m:(b0 + n) * m].reshape((n, m)))
 
 
 def decode_tables(levels, label, nxt, rate):
-    """``vals[s, c]``: level of word ``c`` at state ``s``; ``nxt2[s, c]``: the next state."""
+    """``vals[s, c]``: level of word ``c`` at state ``s``; ``nxt2[s, c]``: the next state; and the same for
+    four bits at once: ``T4[s, nibble, k]`` the level of the ``k``-th of its ``4 / rate`` words, ``N4[s, nibble]``
+    the state after them."""
     states = label.shape[0]
     vals = np.empty((states, 1 << rate), np.float32)
     nxt2 = np.empty((states, 1 << rate), np.int64)
@@ -236,4 +413,15 @@ def decode_tables(levels, label, nxt, rate):
         for c in range(1 << rate):
             vals[s, c] = levels[label[s, c & 1] + 4 * (c >> 1)]
             nxt2[s, c] = nxt[s, c & 1]
-    return vals, nxt2
+    cpn = 4 // rate
+    T4 = np.empty((states, 16, cpn), np.float32)
+    N4 = np.empty((states, 16), np.int64)
+    for s in range(states):
+        for nib in range(16):
+            q = s
+            for k in range(cpn):
+                c = (nib >> (k * rate)) & ((1 << rate) - 1)
+                T4[s, nib, k] = vals[q, c]
+                q = nxt2[q, c]
+            N4[s, nib] = q
+    return vals, nxt2, T4, N4

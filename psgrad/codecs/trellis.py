@@ -68,7 +68,7 @@ def trellis_tables(states, g0, g1):
 
 
 @njit(cache=True)
-def _nearest_in_subsets(v, levels, per, best_d, best_j):
+def nearest_in_subsets(v, levels, per, best_d, best_j):
     """For each subset k: the nearest level to ``v`` (index within the subset) and its squared distance."""
     for k in range(4):
         bd = np.inf
@@ -115,7 +115,7 @@ def tcq_block(z, levels, label, nxt, codes, decisions, cost, new):
                 e = np.float32(v - levels[k])
                 bd[k] = e * e
         else:
-            _nearest_in_subsets(np.float64(v), levels, per, bd, bj)
+            nearest_in_subsets(np.float64(v), levels, per, bd, bj)
         for q in range(states):  # branch-free add-compare-select
             c0 = a[q >> 1] + bd[l0[q]]
             c1 = a[(q >> 1) + half] + bd[l1[q]]
@@ -135,7 +135,7 @@ def tcq_block(z, levels, label, nxt, codes, decisions, cost, new):
         if per == 1:
             codes[t] = b
         else:
-            _nearest_in_subsets(np.float64(z[t]), levels, per, bd, bj)
+            nearest_in_subsets(np.float64(z[t]), levels, per, bd, bj)
             codes[t] = b | (bj[k] << 1)
         q = p
     return total

@@ -125,6 +125,41 @@ def test_trellis_viterbi_finds_the_least_error_path_of_an_exhaustive_search():
     assert abs(np.sum((z - out) ** 2) - best) < 1e-5 and abs(err - best) < 1e-4
 
 
+@pytest.mark.parametrize("rate,states", [(1, 8), (2, 4), (1, 64)])
+def test_blocks_searched_side_by_side_get_the_paths_of_a_block_by_block_search(rate, states):
+    from psgrad.codecs.spherical_trellis import GROUP, encode_blocks
+    from psgrad.codecs.trellis import CODES, LEVELS, tcq_block, trellis_tables
+    m, B = 24, GROUP + 5  # one full group and a partial one
+    label, nxt = trellis_tables(states, *CODES[states])
+    y = np.random.default_rng(rate * states).standard_normal(B * m).astype(np.float32)
+    y[3 * m:4 * m] = 0.0  # a zero block
+    gains, codes = np.empty(B), np.empty(B * m, np.uint8)
+    encode_blocks(y, m, np.zeros((0, 0), np.float32), LEVELS[rate, states], label, nxt, True, gains, codes)
+    for b in range(B):
+        yb = y[b * m:(b + 1) * m].astype(np.float64)
+        ref = np.zeros(m, np.int64)
+        if yb.any():
+            s2 = 0.0
+            for v in yb:  # the encoder's sequential float64 sum of squares
+                s2 += v * v
+            tcq_block(yb * (np.sqrt(m) / np.sqrt(s2)), LEVELS[rate, states], label, nxt, ref,
+                      np.empty((m, states), np.uint8), np.empty(states), np.empty(states))
+        assert np.array_equal(codes[b * m:(b + 1) * m], ref), b
+    assert gains[3] == 0.0 and (gains[np.arange(B) != 3] > 0).all()
+
+
+def test_turn_of_blocks_adds_its_terms_in_order_like_a_scalar_loop():
+    from psgrad.codecs.spherical_trellis import turn_rows
+    rng = np.random.default_rng(3)
+    V, M = rng.standard_normal((5, 19)).astype(np.float32), rng.standard_normal((19, 7)).astype(np.float32)
+    ref = np.zeros((5, 7), np.float32)
+    for t in range(19):
+        ref += V[:, t:t + 1] * M[t]
+    out = np.empty((5, 7), np.float32)
+    turn_rows(V, M, out)
+    assert np.array_equal(out, ref)
+
+
 def test_trellis_reaches_its_published_gain_over_scalar_quantization_at_one_bit():
     # Lloyd-Max 1-bit scalar quantization of a Gaussian: 0.363; 8-state TCQ at rate 1 is near 0.30.
     from psgrad.codecs.trellis import CODES, LEVELS, tcq_block, trellis_tables
