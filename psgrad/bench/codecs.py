@@ -65,7 +65,7 @@ GRIDS = {
                   dict(m=14, bits=8, gain_bits=2, unbiased=False), dict(m=12, bits=9, gain_bits=2, unbiased=False),
                   dict(unbiased=False), dict(code="trellis", m=4096, bits=8192, unbiased=False)],
     "sparse_dither": [dict(density=0.003), dict(density=0.01), dict(density=0.03), dict(density=0.1),
-                      dict(density=0.3)],
+                      dict(density=0.3), dict(density=1.0)],
 }
 
 # the operators whose best point the dominance table sets against every other codec

@@ -21,6 +21,10 @@ Bit layout (stream order): ``lambda`` float32, ``M`` float32, Elias delta of
 ``k + 1`` (``k`` kept coordinates), 6 bits of Rice parameter ``r``; then per
 kept coordinate: Rice(r) of the gap to the previous kept position (first gap
 from -1, minus one), one sign bit (1 = negative), Elias gamma of ``j + 1``.
+Two fields are left out when the header already implies them: with ``k = d``
+(every coordinate kept) the positions and ``r``, whose entropy is zero; with
+``M <= lambda`` (no magnitude above ``lambda``, every level 0) the levels. A
+vector of equal magnitudes at density 1 thus costs one sign bit per coordinate.
 """
 import numpy as np
 from numba import njit
@@ -95,7 +99,7 @@ def _select(x, inv_lam, u, out, kept):
 
 @njit(cache=True)
 def _sink_unary_rice(words, w, acc, nacc, gap, r):
-    """Rice(r) of ``gap`` through the sink writer, for quotients too long for one field."""
+    """Rice(r) of ``gap`` through the sink writer, for quotients of any length."""
     q = gap >> r
     while q >= 63:
         w, acc, nacc = sink_put(words, w, acc, nacc, (_ONE << np.uint64(63)) - _ONE, 63)
@@ -115,7 +119,7 @@ def _gamma_field(n):
 
 
 @njit(cache=True)
-def _write(vals, idx, k, lam, top, levels, r, key, words):
+def _write(vals, idx, k, d, lam, top, levels, r, key, words):
     """Header and one field group per kept coordinate (positions ``idx``, values ``vals``) into ``words``
     (not zeroed); returns the bit length.
 
@@ -132,7 +136,12 @@ def _write(vals, idx, k, lam, top, levels, r, key, words):
     w, acc, nacc = sink_put(words, w, acc, nacc, gv, gl)
     if L > 0:
         w, acc, nacc = sink_put(words, w, acc, nacc, np.uint64(k + 1) & ((_ONE << np.uint64(L)) - _ONE), L)
-    w, acc, nacc = sink_put(words, w, acc, nacc, np.uint64(r), 6)
+    dense = k == d  # positions implied
+    flat = not top > lam  # levels implied
+    if dense:
+        r = 0
+    else:
+        w, acc, nacc = sink_put(words, w, acc, nacc, np.uint64(r), 6)
     rmask = (_ONE << np.uint64(r)) - _ONE
     prev = -1
     for t in range(k):
@@ -148,8 +157,16 @@ def _write(vals, idx, k, lam, top, levels, r, key, words):
                 j = levels
         gap = i - prev - 1
         prev = i
-        q = gap >> r
         sign = _ONE if vals[t] < 0 else np.uint64(0)
+        if dense or flat:
+            if not dense:
+                w, acc, nacc = _sink_unary_rice(words, w, acc, nacc, gap, r)
+            w, acc, nacc = sink_put(words, w, acc, nacc, sign, 1)
+            if not flat:
+                gv, gl = _gamma_field(j + 1)
+                w, acc, nacc = sink_put(words, w, acc, nacc, gv, gl)
+            continue
+        q = gap >> r
         gv, gl = _gamma_field(j + 1)
         n = q + 2 + r + gl
         if n <= 64:
@@ -181,16 +198,29 @@ def _read(words, end, d, levels, out):
     k = ((np.int64(1) << L) | np.int64(low)) - 1
     if k > d:
         raise DecodeError("sparse_dither: more kept coordinates than the vector has")
-    r, pos = get_checked(words, end, pos, 6)
-    r = np.int64(r)
-    if r > 40:
-        raise DecodeError("sparse_dither: Rice parameter out of range")
+    dense = k == d
+    flat = not top > lam
+    r = 0
+    if not dense:
+        r, pos = get_checked(words, end, pos, 6)
+        r = np.int64(r)
+        if r > 40:
+            raise DecodeError("sparse_dither: Rice parameter out of range")
     step = (np.float64(top) - lam) / levels if top > lam else 1.0
     rmask = (_ONE << np.uint64(r)) - _ONE
     i = -1
     for t in range(k):
-        fast = False
-        if pos + 64 <= end:  # the common case: the whole field group lies in the next 64 bits
+        read = False
+        if dense or flat:
+            gap = 0
+            if not dense:
+                gap, pos = get_rice(words, end, pos, r)
+            s, pos = get_checked(words, end, pos, 1)
+            j1 = 1
+            if not flat:
+                j1, pos = get_gamma(words, end, pos)
+            read = True
+        elif pos + 64 <= end:  # the common case: the whole field group lies in the next 64 bits
             w, _ = get(words, pos, 64)
             inv = ~w
             if inv != 0:
@@ -208,8 +238,8 @@ def _read(words, end, d, levels, out):
                             j1 = (np.int64(1) << Lg) | np.int64((rest >> np.uint64(Lg + 1))
                                                                 & ((_ONE << np.uint64(Lg)) - _ONE))
                             pos += used + 2 * Lg + 1
-                            fast = True
-        if not fast:
+                            read = True
+        if not read:
             gap, pos = get_rice(words, end, pos, r)
             s, pos = get_checked(words, end, pos, 1)
             j1, pos = get_gamma(words, end, pos)
@@ -255,7 +285,7 @@ class SparseDither(Codec):
             raise ValueError("sparse_dither: input must be finite")
         if top == 0.0:
             words = np.zeros(3, np.uint64)
-            nbits = _write(x[:0], np.zeros(0, np.int32), 0, 1.0, 1.0, self.levels, 0, np.uint64(0), words)
+            nbits = _write(x[:0], np.zeros(0, np.int32), 0, d, 1.0, 1.0, self.levels, 0, np.uint64(0), words)
             return words.view(np.uint8), nbits
         stride = max(1, d // 65536)
         sample = np.abs(x[::stride])
@@ -273,7 +303,7 @@ class SparseDither(Codec):
         # remainder, the sign and a gamma code of at most 2 * 21 + 1 bits (levels <= 2^20)
         bound = 200 + (d >> r) + k * (r + 2 + 43 + 1)
         words = np.empty(bound // 64 + 2, np.uint64)
-        nbits = _write(kept, idx, k, lam, np.float64(np.float32(top)), self.levels, r,
+        nbits = _write(kept, idx, k, d, lam, np.float64(np.float32(top)), self.levels, r,
                        np.uint64(key.stream("sparse_dither.levels")), words)
         return words.view(np.uint8), nbits
 

@@ -15,7 +15,8 @@ INPUTS = {
 }
 CODECS = [("spherical", {}), ("spherical", {"m": 16, "bits": 9, "gain_bits": 3}),
           ("spherical", {"code": "trellis", "m": 32, "bits": 64, "states": 4, "gain_bits": 2}),
-          ("sparse_dither", {}), ("sparse_dither", {"density": 0.2, "levels": 2})]
+          ("sparse_dither", {}), ("sparse_dither", {"density": 0.2, "levels": 2}),
+          ("sparse_dither", {"density": 1.0})]
 
 
 def _runs(codec, x, trials):
@@ -188,6 +189,40 @@ def test_sparse_dither_bit_count_is_the_sum_of_its_fields():
     gaps = np.diff(np.concatenate(([-1], pos))) - 1
     expected = 64 + delta_len(len(pos) + 1) + 6 + sum(rice_len(g, r) + 1 + gamma_len(j + 1) for g, j in zip(gaps, levels))
     assert enc.nbits == expected
+
+
+def test_sparse_dither_at_density_one_leaves_out_positions_and_on_equal_magnitudes_levels_too():
+    from psgrad.bitstream.codes import delta_len, gamma_len
+    flat = np.where(np.arange(D) % 3 == 0, -1.0, 1.0).astype(np.float32)
+    c = psgrad.codec("sparse_dither", density=1.0)
+    enc = c.encode(flat)
+    assert enc.nbits == 64 + delta_len(D + 1) + D  # header, then one sign bit per coordinate
+    assert np.array_equal(c.decode(enc.data, enc.nbits, D), flat)
+    x = INPUTS["gaussian"]
+    enc = c.encode(x, psgrad.Key(round=1))
+    out = c.decode(enc.data, enc.nbits, D, psgrad.Key(round=1))
+    reader = psgrad.bitstream.BitReader(enc.data, enc.nbits)
+    lam, top = np.float32(reader.read_f32()), np.float64(np.float32(reader.read_f32()))
+    assert np.count_nonzero(out) == D  # every coordinate kept: no gaps, no Rice parameter
+    levels = np.rint((np.abs(out).astype(np.float64) - lam) / ((top - lam) / c.levels)).astype(int)
+    assert enc.nbits == 64 + delta_len(D + 1) + sum(1 + gamma_len(j + 1) for j in levels)
+
+
+def test_sparse_dither_payloads_with_implied_fields_fuzzed_raise_only_decode_error():
+    c = psgrad.codec("sparse_dither", density=1.0)
+    rng = np.random.default_rng(4)
+    for x in (INPUTS["flat"][:300], INPUTS["gaussian"][:300]):
+        enc = c.encode(x)
+        bits = np.unpackbits(enc.data, bitorder="little")[:enc.nbits]
+        for trial in range(600):
+            b = bits.copy()
+            b[rng.integers(0, enc.nbits, 1 + trial % 3)] ^= 1
+            nbits = enc.nbits - (trial % 7 if trial % 2 else 0)
+            try:
+                out = c.decode(np.packbits(b[:nbits], bitorder="little"), nbits, 300)
+            except psgrad.DecodeError:
+                continue
+            assert out.dtype == np.float32 and out.shape == (300,)
 
 
 def test_sparse_dither_sends_a_one_hot_vector_exactly_in_a_few_dozen_bits():
