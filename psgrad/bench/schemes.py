@@ -130,7 +130,7 @@ def write(rows, out):
 def main(argv=()):
     ap = argparse.ArgumentParser(prog="python -m psgrad.bench schemes")
     ap.add_argument("--dims", default="1000000,10000000", help="comma-separated gradient lengths")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=30, help="rounds timed per case (the minimum is reported)")
     ap.add_argument("--out", default="results/bench")
     args = ap.parse_args(list(argv))
     dims = [int(float(x)) for x in args.dims.split(",")]
