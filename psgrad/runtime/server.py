@@ -10,6 +10,12 @@ Messages are decoded as they arrive; the aggregate is summed in agent order,
 so the result does not depend on arrival order and an MPI run equals a local
 run bit for bit.
 
+When ``g_hat`` is the payload itself (direct fp32), the frame check is not a
+pass of its own: one pass checks the payload and copies it into a decode
+buffer taken from a small pool, and the scheme decodes in place; the buffer
+goes back to the pool once its agent's turn in the sum has come. So a 4d-byte
+message costs one read to check and copy, one to add, and no allocation.
+
 Bad input (``run.bad_message``): with ``stop`` any message that fails
 validation or decoding ends the run with an error naming the agent and round;
 with ``drop`` it is dropped, the agent contributes nothing this round, its
@@ -56,6 +62,8 @@ class Server:
                                                                                            1.0 / self.n_agents)
         # Per-round scratch: decoded contributions (None: nothing) waiting for their turn in the agent-ordered sum
         self.acc = np.zeros(self.d, np.float32)
+        self.in_place = scheme.g_hat_is_payload  # check and copy the payload in one pass, decode in place
+        self.buffers = []  # free float32[d] decode buffers (in_place): at most one per message held back
         self.pending = {}
         self.next_agent = 0
         self.messages = []
@@ -97,11 +105,32 @@ class Server:
         if len(buf) > self.max_frame_bytes:
             raise WireError(f"oversized message of {len(buf)} bytes from rank {source} in round {t} "
                             f"(at most {self.max_frame_bytes} for d={self.d})")
+        out = None
         try:
             with self.phases("check"):
-                frame = wire.parse(buf)
+                frame = wire.parse(buf, verify=False)
+                if not self.in_place or frame.nbits != 32 * self.d:
+                    wire.verify_frame(buf, frame)
+            if frame.nbits == 32 * self.d and self.in_place:
+                # The check's pass is the payload's first read: it copies the payload into the decode buffer.
+                with self.phases("decode"):
+                    out = self.buffers.pop() if self.buffers else np.empty(self.d, np.float32)
+                    try:
+                        wire.verify_frame(buf, frame, out.view(np.uint8))
+                    except WireError:
+                        self.buffers.append(out)
+                        raise
         except WireError as e:
             raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
+        try:
+            self._accept(t, buf, source, frame, out)
+        except BaseException:
+            if out is not None:
+                self.buffers.append(out)
+            raise
+
+    def _accept(self, t, buf, source, frame, out):
+        """Queue a checked ``frame``; ``out``: its payload already copied into a decode buffer (or None)."""
         a = frame.agent
         if frame.kind != wire.Kind.UPDATE:
             raise WireError(f"expected an UPDATE message, got {frame.kind.name} (agent {a}, round {frame.round})")
@@ -113,7 +142,7 @@ class Server:
         if a < self.next_agent or a in self.pending:
             raise WireError(f"second message from agent {a} in round {t}")
         try:
-            g_hat, state = self._reconstruct(a, t, frame)
+            g_hat, state = self._reconstruct(a, t, frame, out)
         except Exception as e:
             raise located(e, a, t)
         if frame.flags & wire.FLAG_STOP_REQUEST:
@@ -122,15 +151,25 @@ class Server:
         self.messages.append(message_record(t, frame, len(buf), "skipped" if g_hat is None else "ok"))
         self._queue(a, g_hat)
 
-    def _reconstruct(self, a, t, frame):
-        """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here."""
+    def _reconstruct(self, a, t, frame, out):
+        """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here.
+
+        ``out``: a decode buffer already holding the payload (in-place decoding), or None.
+        """
         if frame.flags & wire.FLAG_SKIPPED:
             g_hat, state = None, self.mirrors[a]
             self.skipped.add(a)
         else:
             ctx = Context(self.key(a, t), self.d, self.model_delta_sq)
             with self.phases("decode"):
-                g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
+                if out is None:
+                    g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits),
+                                                           ctx)
+                else:
+                    g_hat, state = self.scheme.reconstruct_into(
+                        self.mirrors[a], Encoded(out.view(np.uint8), frame.nbits), ctx, out)
+                    if g_hat is not out:  # the buffer must come back to the pool after the sum, and only then
+                        raise AssertionError(f"{self.scheme!r} did not decode in place")
         if frame.digest is not None and self._digest(state) != frame.digest:
             raise MirrorError(f"agent {a}, round {t}: server and agent scheme states differ (digest mismatch)")
         return g_hat, state
@@ -147,6 +186,8 @@ class Server:
             if g is not None:
                 with self.phases("aggregate"):
                     axpy(self.acc, self.weights[self.next_agent], g)
+                if self.in_place:
+                    self.buffers.append(g)  # a decode buffer: free again
             self.next_agent += 1
 
     def key(self, agent, t):

@@ -104,6 +104,10 @@ class Scheme:
 
     name = ""
     requires = None
+    # Whether the agent must run ``reconstruct`` too. A scheme with no mirrored state whose ``compensate``
+    # ignores ``g_hat`` may say False: nothing the agent keeps depends on ``g_hat``, so skipping it changes no
+    # bit of the run, and the server alone reconstructs.
+    agent_reconstructs = True
 
     def __init__(self, codec):
         self.codec = codec
@@ -133,14 +137,34 @@ class Scheme:
         """Agent side: the new private state once ``g_hat`` is known (identity by default)."""
         return private
 
+    def reconstruct_into(self, state, payload, ctx, out):
+        """``reconstruct`` that may write ``g_hat`` into ``out`` (float32[d], the caller's, reused next round).
+
+        Only a scheme whose state never keeps ``g_hat`` may use ``out``; by default it is ignored.
+        """
+        return self.reconstruct(state, payload, ctx)
+
+    @property
+    def g_hat_is_payload(self):
+        """True when ``g_hat`` is the payload's bytes read as float32 and ``reconstruct_into`` decodes in place."""
+        return False
+
 
 class Direct(Scheme):
     """DCGD: ``g_hat = C(g)``, no state."""
 
     name = "direct"
+    agent_reconstructs = False  # no state, and compensate is the identity
 
     def encode(self, state, private, g, ctx):
         return self.codec.encode(g, ctx.key)
 
     def reconstruct(self, state, payload, ctx):
         return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key), state
+
+    def reconstruct_into(self, state, payload, ctx, out):
+        return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key, out=out), state
+
+    @property
+    def g_hat_is_payload(self):
+        return self.codec.raw_float32

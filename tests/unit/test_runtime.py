@@ -50,9 +50,9 @@ def test_fp32_bits_are_exactly_32_per_coordinate_and_wire_bytes_add_up(tmp_path)
     assert summary["uplink_payload_bits"] == 32 * d * n * 5
     assert summary["compression_vs_fp32"] == 1.0
     digests = sum(1 for t in range(5) if t % 2 == 0 or t == 4)
-    assert summary["uplink_wire_bytes"] == n * 5 * (32 + 4 * d) + n * digests * 32
+    assert summary["uplink_wire_bytes"] == n * 5 * (wire.HEADER_BYTES + 4 * d) + n * digests * 32
     assert summary["downlink_payload_bits"] == 32 * d * n * 5
-    assert summary["downlink_wire_bytes"] == 3 * 5 * (32 + 4 * d)
+    assert summary["downlink_wire_bytes"] == 3 * 5 * (wire.HEADER_BYTES + 4 * d)
     msgs = read_csv(tmp_path / "default" / "agents.csv")
     assert len(msgs) == n * 5
     for m in msgs:
@@ -117,6 +117,34 @@ def test_server_rejects_a_message_from_the_wrong_rank_round_or_twice(tmp_path):
         server.receive(0, frames[0], 1)
     with pytest.raises(WireError, match=r"without messages from agents \[1\]"):
         server.finish_round(0)
+
+
+def test_direct_fp32_payloads_are_checked_while_copied_into_pooled_buffers(tmp_path):
+    server, frames = _one_round_frames(tmp_path)
+    assert server.in_place
+    g = [wire.parse(f).payload.view(np.float32).copy() for f in frames]
+    server.receive(0, frames[1], 2)  # held back until agent 0's turn: it keeps its buffer
+    assert server.buffers == []
+    bad = frames[0].copy()
+    bad[wire.HEADER_BYTES + 5] ^= 1
+    with pytest.raises(WireError, match="check mismatch"):
+        server.receive(0, bad, 1)
+    assert len(server.buffers) == 1  # the refused message's buffer came back
+    server.receive(0, frames[0], 1)
+    assert len(server.buffers) == 2
+    expected = np.zeros(server.d, np.float32)
+    for w, x in zip(server.weights, g):
+        expected += np.float32(w) * x
+    assert np.array_equal(server.acc, expected)
+
+
+def test_a_direct_agent_does_not_reconstruct(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path, "run.workers=2", "run.rounds=1")
+    task, sc = build(cfg)
+    worker = Worker(cfg, task, sc, 1, [0])
+    server = Server(cfg, task, sc, agent_layout(2, 1))
+    monkeypatch.setattr(type(sc), "reconstruct", lambda *a: pytest.fail("the agent reconstructed"))
+    assert len(list(worker.round(0, server.model_frame(0)))) == 1
 
 
 def test_a_diverged_mirror_is_caught_by_its_digest(tmp_path):
