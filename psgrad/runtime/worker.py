@@ -8,10 +8,10 @@ For each agent and round (DESIGN §1, steps 2-3)::
     private          = scheme.compensate(private, g, g_hat)
 
 so the agent's copy of its mirrored state is the server's by construction. A
-scheme with no mirrored state whose ``compensate`` ignores ``g_hat`` (direct)
-says so (``agent_reconstructs = False``) and the agent skips the last two
-lines, which would change nothing. Each agent's frame is built in a buffer
-kept from round to round (its send completes before the next round).
+scheme without state (direct: ``scheme.stateless``) keeps nothing of ``g`` or
+``g_hat``, so the agent skips the last two lines, which would change nothing,
+and computes every gradient into one buffer. Each agent's frame is built in a
+buffer kept from round to round (its send completes before the next round).
 
 A non-finite loss or gradient stops the run (``run.nonfinite: stop``) or makes
 the agent send a well-formed SKIPPED message with its state left as it was
@@ -27,7 +27,7 @@ from ..errors import ConfigError, PsgradError, WireError
 from ..schemes import Context, digest
 from . import checkpoint
 from .accounting import model_bits
-from .kernels import sqdist
+from .kernels import all_finite, sqdist
 from .phases import Phases
 
 
@@ -56,6 +56,7 @@ class Worker:
         # Under bad_message=drop: each agent's (state, private) from before its last message
         self.before = {}
         self.frames = {}  # each agent's frame buffer, reused while the frame length stays the same
+        self.grad = None  # the gradient buffer of a stateless scheme
         self.prev_params = None
         self.delta_sq = 0.0
         self.stop_requested = False  # set from a signal handler: ask the server to stop the run
@@ -103,11 +104,16 @@ class Worker:
 
     def _agent_round(self, a, t, params, delta_sq, with_digest):
         with self.phases("compute"):
-            loss, g = self.task.local_grad(a, params, t)
+            if self.scheme.stateless:  # nothing keeps g past this round: one buffer for every gradient
+                if self.grad is None:
+                    self.grad = np.empty(self.d, np.float32)
+                loss, g = self.task.local_grad(a, params, t, out=self.grad)
+            else:
+                loss, g = self.task.local_grad(a, params, t)
         flags = wire.FLAG_STOP_REQUEST if self.stop_requested else 0
         if self.cfg.run.bad_message == "drop":
             self.before[a] = (self.states[a], self.privates[a])
-        if not np.isfinite(loss) or not np.all(np.isfinite(g)):
+        if not np.isfinite(loss) or not all_finite(g):
             if self.cfg.run.nonfinite != "skip":
                 raise PsgradError("local gradient or loss is not finite (NaN or Inf); "
                                   "set run.nonfinite=skip to skip such rounds")
@@ -117,7 +123,7 @@ class Worker:
         ctx = Context(Key(self.cfg.run.seed, a, t), self.d, delta_sq)
         with self.phases("encode"):
             payload = self.scheme.encode(self.states[a], self.privates[a], g, ctx)
-        if self.scheme.agent_reconstructs:
+        if not self.scheme.stateless:
             with self.phases("decode"):
                 g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
             with self.phases("encode"):

@@ -104,10 +104,10 @@ class Scheme:
 
     name = ""
     requires = None
-    # Whether the agent must run ``reconstruct`` too. A scheme with no mirrored state whose ``compensate``
-    # ignores ``g_hat`` may say False: nothing the agent keeps depends on ``g_hat``, so skipping it changes no
-    # bit of the run, and the server alone reconstructs.
-    agent_reconstructs = True
+    # True for a scheme with neither mirrored nor private state (``compensate`` is the identity): nothing the
+    # agent keeps depends on ``g_hat`` or on ``g``, so the agent may skip ``reconstruct`` (the server alone
+    # runs it; no bit of the run changes) and may reuse its gradient buffer from round to round.
+    stateless = False
 
     def __init__(self, codec):
         self.codec = codec
@@ -154,7 +154,7 @@ class Direct(Scheme):
     """DCGD: ``g_hat = C(g)``, no state."""
 
     name = "direct"
-    agent_reconstructs = False  # no state, and compensate is the identity
+    stateless = True
 
     def encode(self, state, private, g, ctx):
         return self.codec.encode(g, ctx.key)

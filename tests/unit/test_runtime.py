@@ -165,3 +165,14 @@ def test_a_nan_gradient_stops_the_worker_naming_agent_and_round(tmp_path):
     with pytest.raises(Exception, match="not finite") as info:
         list(worker.round(0, server.model_frame(0)))
     assert info.value.psgrad_where == (0, 0)
+
+
+def test_all_finite_finds_a_nan_or_an_infinity_anywhere():
+    from psgrad.runtime.kernels import all_finite
+
+    assert all_finite(np.zeros(0, np.float32)) and all_finite(np.arange(100, dtype=np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in (0, 57, 99):
+            x = np.ones(100, np.float32)
+            x[i] = bad
+            assert not all_finite(x)
