@@ -74,11 +74,19 @@ class Codec:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"{self.name}({args})"
 
-    def encode(self, x, key=Key()):
-        """Encode float32 vector ``x`` (never modified); returns ``Encoded``."""
+    def encode(self, x, key=Key(), copy=True):
+        """Encode float32 vector ``x`` (never modified); returns ``Encoded``.
+
+        ``copy=False``: the payload may share memory with ``x`` (a ``raw_float32`` codec's payload is then a
+        read-only view of ``x``'s bytes), for a caller that is done with the payload before ``x`` changes.
+        """
         x = np.asarray(x)
         if x.dtype != np.float32 or x.ndim != 1:
             raise TypeError(f"{self.name}: x must be a 1-d float32 array, got {x.dtype}[{x.ndim}-d]")
+        if not copy and self.raw_float32:
+            raw = np.ascontiguousarray(x).view(np.uint8)
+            raw.flags.writeable = False
+            return Encoded(raw, 32 * x.shape[0])
         buf, nbits = self._encode(np.ascontiguousarray(x), key)
         nbits = int(nbits)
         return Encoded(buf[: (nbits + 7) // 8], nbits)

@@ -126,7 +126,7 @@ class Scheme:
         return Empty(), Empty()
 
     def encode(self, state, private, g, ctx):
-        """Agent side: the payload (``Encoded``) for gradient ``g`` this round."""
+        """Agent side: the payload (``Encoded``) for gradient ``g`` this round (it may share memory with ``g``)."""
         raise NotImplementedError
 
     def reconstruct(self, state, payload, ctx):
@@ -157,7 +157,8 @@ class Direct(Scheme):
     stateless = True
 
     def encode(self, state, private, g, ctx):
-        return self.codec.encode(g, ctx.key)
+        # Without a copy: an agent sends the payload (fp32: g's own bytes) within the round, before g changes.
+        return self.codec.encode(g, ctx.key, copy=False)
 
     def reconstruct(self, state, payload, ctx):
         return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key), state

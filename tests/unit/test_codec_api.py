@@ -60,3 +60,15 @@ def test_fp32_decodes_into_a_given_buffer_even_in_place_and_other_codecs_ignore_
     e = fp16.encode(x)
     got = fp16.decode(e.data, e.nbits, 64, out=out)
     assert got is not out and np.array_equal(got, fp16.decode(e.data, e.nbits, 64))
+
+
+def test_encoding_without_a_copy_gives_the_same_payload_and_fp32_shares_memory_read_only():
+    x = np.random.default_rng(3).standard_normal(50).astype(np.float32)
+    for name in psgrad.codecs():
+        c = psgrad.codec(name)
+        key = psgrad.Key(seed=1, agent=2, round=3)
+        a, b = c.encode(x, key), c.encode(x, key, copy=False)
+        assert a.nbits == b.nbits and np.array_equal(a.data, b.data)
+    view = psgrad.codec("fp32").encode(x, copy=False).data
+    assert np.shares_memory(view, x) and not view.flags.writeable
+    assert not np.shares_memory(psgrad.codec("fp32").encode(x).data, x)
