@@ -97,28 +97,48 @@ _MUL = np.uint64(0x9E3779B97F4A7C15)  # odd, so multiplying by it is a bijection
 _SEEDS = (np.arange(1, LANES + 1, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD93)).astype(np.uint64)
 
 
+_BLOCK = 256  # words (2 KiB): a block checked and then added while it sits in the L1 cache
+
+
 @njit(cache=True)
-def _absorb(lanes, k0, src, dst):
+def _add_range(acc, x, wt, lo, hi):
+    """``acc[lo:hi] += wt * x[lo:hi]`` in float32, coordinate by coordinate (a loop of its own, so it vectorises)."""
+    a = acc[lo:hi]
+    v = x[lo:hi]
+    for c in range(a.shape[0]):
+        a[c] += wt * v[c]
+
+
+@njit(cache=True)
+def _absorb(lanes, k0, src, dst, x, acc, wt):
     """Feed ``src`` (uint64 words k0, k0 + 1, ... of the checked stream) into ``lanes``; word k goes to lane k % 8.
 
     When ``dst`` is not empty, each word is also stored in ``dst`` (same length): a copy that costs no extra read.
+    When ``acc`` is not empty, ``acc += wt * x`` in float32, coordinate by coordinate, in the same pass (``x``:
+    the same bytes as ``src`` read as float32; ``acc``, ``x``: twice ``src``'s length).
     A step ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and of ``w`` for fixed ``s``.
     """
     m = np.uint64(0x9E3779B97F4A7C15)
     r = np.uint64(32)
     n = src.shape[0]
     copy = dst.shape[0] > 0
+    add = acc.shape[0] > 0
+    wt = np.float32(wt)
     i = 0
     while i < n and (k0 + i) % 8 != 0:  # up to the next lane-0 word, one word at a time
         w = src[i]
         if copy:
             dst[i] = w
+        if add:
+            acc[2 * i] += wt * x[2 * i]
+            acc[2 * i + 1] += wt * x[2 * i + 1]
         j = (k0 + i) % 8
         s = (lanes[j] ^ w) * m
         lanes[j] = s ^ (s >> r)
         i += 1
     s0, s1, s2, s3 = lanes[0], lanes[1], lanes[2], lanes[3]
     s4, s5, s6, s7 = lanes[4], lanes[5], lanes[6], lanes[7]
+    done = i  # words before this one have been added to acc
     while i + 8 <= n:
         w0, w1, w2, w3 = src[i], src[i + 1], src[i + 2], src[i + 3]
         w4, w5, w6, w7 = src[i + 4], src[i + 5], src[i + 6], src[i + 7]
@@ -142,12 +162,20 @@ def _absorb(lanes, k0, src, dst):
         s6 ^= s6 >> r
         s7 ^= s7 >> r
         i += 8
+        if add and i - done >= _BLOCK:  # the block just checked is still in cache: add it now (vectorised)
+            _add_range(acc, x, wt, 2 * done, 2 * i)
+            done = i
     lanes[0], lanes[1], lanes[2], lanes[3] = s0, s1, s2, s3
     lanes[4], lanes[5], lanes[6], lanes[7] = s4, s5, s6, s7
+    if add:  # the words after the last whole block
+        _add_range(acc, x, wt, 2 * done, 2 * i)
     while i < n:
         w = src[i]
         if copy:
             dst[i] = w
+        if add:
+            acc[2 * i] += wt * x[2 * i]
+            acc[2 * i + 1] += wt * x[2 * i + 1]
         j = (k0 + i) % 8
         s = (lanes[j] ^ w) * m
         lanes[j] = s ^ (s >> r)
@@ -170,6 +198,7 @@ def _fold(lanes, nbytes):
 
 
 _NO_WORDS = np.zeros(0, np.uint64)
+_NO_FLOATS = np.zeros(0, np.float32)
 
 
 def _words(a):
@@ -187,30 +216,40 @@ def _tail_word(a):
     return w.view("<u8")
 
 
-def frame_check(buf, payload_out=None, payload_src=None):
+def frame_check(buf, payload_out=None, payload_src=None, accumulate=None):
     """The 64-bit check of a whole frame ``buf`` (uint8, header included), its check field skipped.
 
+    At most one of these lets the pass that reads the payload's words for the check do a second job:
     ``payload_out``: a uint8 array of at most the payload's length; the payload's first bytes are copied into it
-    by the pass that checks them (a receiver's first read of the payload doubles as its copy).
+    (a receiver's first read of the payload doubles as its copy).
     ``payload_src``: the payload's first bytes are read from this array instead of ``buf`` and stored into ``buf``
-    by the same pass (a sender's copy of the payload into the frame).
+    (a sender's copy of the payload into the frame).
+    ``accumulate``: ``(acc, w)`` with ``acc`` a float32[n] and a payload of exactly ``4 n`` bytes (a float32
+    vector): ``acc += float32(w) * payload`` in float32, coordinate by coordinate.
     """
     lanes = _SEEDS.copy()
     head = buf[:CHECK_OFFSET].view("<u8")
-    _absorb(lanes, 0, head, _NO_WORDS)
+    _absorb(lanes, 0, head, _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
     body = buf[HEADER_BYTES:]
-    n = 0  # leading body bytes absorbed while copying (whole words)
+    n = 0  # leading body bytes absorbed while doing the second job (whole words)
     if payload_out is not None:
         n = 8 * (payload_out.shape[0] // 8)
-        _absorb(lanes, head.shape[0], _words(body[:n]), _words(payload_out[:n]))
+        _absorb(lanes, head.shape[0], _words(body[:n]), _words(payload_out[:n]), _NO_FLOATS, _NO_FLOATS, 0.0)
         payload_out[n:] = body[n:payload_out.shape[0]]
     elif payload_src is not None:
         n = 8 * (payload_src.shape[0] // 8)
-        _absorb(lanes, head.shape[0], _words(payload_src[:n]), _words(body[:n]))
+        _absorb(lanes, head.shape[0], _words(payload_src[:n]), _words(body[:n]), _NO_FLOATS, _NO_FLOATS, 0.0)
+    elif accumulate is not None:
+        acc, w = accumulate
+        n = 8 * (acc.shape[0] // 2)
+        x = body[:4 * acc.shape[0]].view("<f4")
+        _absorb(lanes, head.shape[0], _words(body[:n]), _NO_WORDS, x[:n // 4], acc[:n // 4], w)
+        if acc.shape[0] % 2:  # the last coordinate does not fill a word
+            acc[-1] += np.float32(w) * x[-1]
     rest = body[n:]
     k = head.shape[0] + n // 8
-    _absorb(lanes, k, _words(rest), _NO_WORDS)
-    _absorb(lanes, k + rest.shape[0] // 8, _tail_word(rest), _NO_WORDS)
+    _absorb(lanes, k, _words(rest), _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
+    _absorb(lanes, k + rest.shape[0] // 8, _tail_word(rest), _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
     return int(_fold(lanes, buf.shape[0] - 8))
 
 
@@ -283,13 +322,16 @@ def parse(buf, verify=True):
     return frame
 
 
-def verify_frame(buf, frame, payload_out=None):
+def verify_frame(buf, frame, payload_out=None, accumulate=None):
     """Raise ``WireError`` unless ``buf``'s check matches ``frame`` (parsed from it with ``verify=False``).
 
-    ``payload_out``: a uint8 array of at most the payload's length that receives the payload's first bytes in the
-    same pass; its content is only meaningful when no error is raised.
+    ``payload_out`` or ``accumulate`` as in ``frame_check``: the pass that checks the payload also copies it out
+    or adds it to ``acc``; what they wrote is only meaningful when no error is raised.
     """
     if payload_out is not None and payload_out.shape[0] > frame.payload.shape[0]:
         raise ValueError(f"payload_out holds {payload_out.shape[0]} bytes, the payload {frame.payload.shape[0]}")
-    if frame_check(buf, payload_out=payload_out) != frame.check:
+    if accumulate is not None and 4 * accumulate[0].shape[0] != frame.payload.shape[0]:
+        raise ValueError(f"accumulate's vector has {accumulate[0].shape[0]} float32, the payload "
+                         f"{frame.payload.shape[0]} bytes")
+    if frame_check(buf, payload_out=payload_out, accumulate=accumulate) != frame.check:
         raise WireError(f"check mismatch: the frame was corrupted (agent {frame.agent}, round {frame.round})")

@@ -10,11 +10,15 @@ Messages are decoded as they arrive; the aggregate is summed in agent order,
 so the result does not depend on arrival order and an MPI run equals a local
 run bit for bit.
 
-When ``g_hat`` is the payload itself (direct fp32), the frame check is not a
-pass of its own: one pass checks the payload and copies it into a decode
-buffer taken from a small pool, and the scheme decodes in place; the buffer
-goes back to the pool once its agent's turn in the sum has come. So a 4d-byte
-message costs one read to check and copy, one to add, and no allocation.
+When ``g_hat`` is the payload itself (a stateless scheme with fp32, whose
+reconstruct is the identity on the payload's float32), the frame check is not
+a pass of its own but rides on the payload's first read: a message whose turn
+in the sum has come is checked by the pass that adds it to the sum (under
+``run.bad_message: stop``, where a failed check ends the run, so a spoilt sum
+does not matter); any other is checked by the pass that copies it into a
+decode buffer from a small pool, decoded in place, and added when its turn
+comes, the buffer then going back to the pool. Either way: no allocation, and
+one read of the message (two when held back).
 
 Bad input (``run.bad_message``): with ``stop`` any message that fails
 validation or decoding ends the run with an error naming the agent and round;
@@ -36,6 +40,10 @@ from .kernels import axpy, sqdist
 from .worker import located
 from .optim import Sgd
 from .phases import Phases
+
+
+# In place of ``g_hat``: the payload was added to the sum by the pass that checked it.
+SUMMED = object()
 
 
 class Server:
@@ -105,32 +113,14 @@ class Server:
         if len(buf) > self.max_frame_bytes:
             raise WireError(f"oversized message of {len(buf)} bytes from rank {source} in round {t} "
                             f"(at most {self.max_frame_bytes} for d={self.d})")
-        out = None
         try:
             with self.phases("check"):
                 frame = wire.parse(buf, verify=False)
-                if not self.in_place or frame.nbits != 32 * self.d:
+                raw = self.in_place and frame.nbits == 32 * self.d  # checked below, by the payload's first read
+                if not raw:
                     wire.verify_frame(buf, frame)
-            if frame.nbits == 32 * self.d and self.in_place:
-                # The check's pass is the payload's first read: it copies the payload into the decode buffer.
-                with self.phases("decode"):
-                    out = self.buffers.pop() if self.buffers else np.empty(self.d, np.float32)
-                    try:
-                        wire.verify_frame(buf, frame, out.view(np.uint8))
-                    except WireError:
-                        self.buffers.append(out)
-                        raise
         except WireError as e:
             raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
-        try:
-            self._accept(t, buf, source, frame, out)
-        except BaseException:
-            if out is not None:
-                self.buffers.append(out)
-            raise
-
-    def _accept(self, t, buf, source, frame, out):
-        """Queue a checked ``frame``; ``out``: its payload already copied into a decode buffer (or None)."""
         a = frame.agent
         if frame.kind != wire.Kind.UPDATE:
             raise WireError(f"expected an UPDATE message, got {frame.kind.name} (agent {a}, round {frame.round})")
@@ -141,6 +131,37 @@ class Server:
             raise WireError(f"message for round {frame.round} arrived in round {t} (agent {a})")
         if a < self.next_agent or a in self.pending:
             raise WireError(f"second message from agent {a} in round {t}")
+        if not raw:
+            return self._accept(t, buf, frame, None)
+        if a == self.next_agent and not self.drop_bad:
+            # Its turn in the sum: the pass that checks the payload adds it to the sum. Should the check fail,
+            # the sum is spoilt, but under bad_message=stop the run ends with that error anyway.
+            try:
+                with self.phases("aggregate"):
+                    wire.verify_frame(buf, frame, accumulate=(self.acc, self.weights[a]))
+            except WireError as e:
+                raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), a, t) from None
+            return self._accept(t, buf, frame, SUMMED)
+        # Held back (or droppable): the pass that checks the payload copies it into a decode buffer.
+        out = self.buffers.pop() if self.buffers else np.empty(self.d, np.float32)
+        try:
+            try:
+                with self.phases("decode"):
+                    wire.verify_frame(buf, frame, payload_out=out.view(np.uint8))
+            except WireError as e:
+                raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), a, t) from None
+            self._accept(t, buf, frame, out)
+        except BaseException:
+            self.buffers.append(out)
+            raise
+
+    def _accept(self, t, buf, frame, out):
+        """Reconstruct and queue a checked ``frame``.
+
+        ``out``: None; a decode buffer holding the payload (decoded in place); or SUMMED, the payload already
+        added to the sum (its reconstruct, the identity on the payload's float32, is not run).
+        """
+        a = frame.agent
         try:
             g_hat, state = self._reconstruct(a, t, frame, out)
         except Exception as e:
@@ -154,11 +175,13 @@ class Server:
     def _reconstruct(self, a, t, frame, out):
         """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here.
 
-        ``out``: a decode buffer already holding the payload (in-place decoding), or None.
+        ``out`` as in ``_accept``.
         """
         if frame.flags & wire.FLAG_SKIPPED:
             g_hat, state = None, self.mirrors[a]
             self.skipped.add(a)
+        elif out is SUMMED:
+            g_hat, state = SUMMED, self.mirrors[a]  # a stateless scheme's state does not change
         else:
             ctx = Context(self.key(a, t), self.d, self.model_delta_sq)
             with self.phases("decode"):
@@ -183,7 +206,7 @@ class Server:
         self.pending[a] = g_hat
         while self.next_agent in self.pending:
             g = self.pending.pop(self.next_agent)
-            if g is not None:
+            if g is not None and g is not SUMMED:
                 with self.phases("aggregate"):
                     axpy(self.acc, self.weights[self.next_agent], g)
                 if self.in_place:

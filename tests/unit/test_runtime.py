@@ -7,6 +7,7 @@ import pytest
 from psgrad import config, wire
 from psgrad.errors import MirrorError, WireError
 from psgrad.runtime.driver import agent_layout, build, resolve_workers, run_local
+from psgrad.runtime.kernels import axpy
 from psgrad.runtime.server import Server
 from psgrad.runtime.worker import Worker
 
@@ -119,22 +120,42 @@ def test_server_rejects_a_message_from_the_wrong_rank_round_or_twice(tmp_path):
         server.finish_round(0)
 
 
-def test_direct_fp32_payloads_are_checked_while_copied_into_pooled_buffers(tmp_path):
-    server, frames = _one_round_frames(tmp_path)
+def _direct_fp32_round(tmp_path, *overrides):
+    cfg = make_cfg(tmp_path, "run.workers=3", "run.rounds=2", *overrides)
+    task, sc = build(cfg)
+    server = Server(cfg, task, sc, agent_layout(3, 1))
+    model = server.model_frame(0)
+    frames = [list(Worker(cfg, task, sc, r, [r - 1]).round(0, model))[0] for r in (1, 2, 3)]
+    expected = np.zeros(server.d, np.float32)
+    for w, f in zip(server.weights, frames):
+        axpy(expected, w, wire.parse(f).payload.view(np.float32))
+    return server, frames, expected
+
+
+def test_direct_fp32_payloads_are_summed_or_copied_by_the_pass_that_checks_them(tmp_path):
+    server, frames, expected = _direct_fp32_round(tmp_path)
     assert server.in_place
-    g = [wire.parse(f).payload.view(np.float32).copy() for f in frames]
-    server.receive(0, frames[1], 2)  # held back until agent 0's turn: it keeps its buffer
-    assert server.buffers == []
+    server.receive(0, frames[2], 3)  # held back: its check copies it into a pooled buffer
+    server.receive(0, frames[0], 1)  # its turn: its check adds it to the sum, no buffer
+    assert server.buffers == [] and list(server.pending) == [2]
+    server.receive(0, frames[1], 2)
+    assert len(server.buffers) == 1 and server.pending == {}
+    assert np.array_equal(server.acc, expected)
     bad = frames[0].copy()
     bad[wire.HEADER_BYTES + 5] ^= 1
+    fresh, _, _ = _direct_fp32_round(tmp_path / "again")
     with pytest.raises(WireError, match="check mismatch"):
-        server.receive(0, bad, 1)
-    assert len(server.buffers) == 1  # the refused message's buffer came back
-    server.receive(0, frames[0], 1)
-    assert len(server.buffers) == 2
-    expected = np.zeros(server.d, np.float32)
-    for w, x in zip(server.weights, g):
-        expected += np.float32(w) * x
+        fresh.receive(0, bad, 1)  # its turn: the summing pass finds the corruption
+
+
+def test_under_drop_a_corrupted_fp32_message_leaves_the_sum_and_the_buffer_pool_intact(tmp_path):
+    server, frames, expected = _direct_fp32_round(tmp_path, "run.bad_message=drop")
+    bad = frames[0].copy()
+    bad[wire.HEADER_BYTES + 5] ^= 1
+    server.receive(0, bad, 1)  # dropped (logged): its buffer goes back to the pool
+    assert len(server.buffers) == 1 and np.array_equal(server.acc, np.zeros(server.d, np.float32))
+    for r, f in ((2, frames[1]), (1, frames[0]), (3, frames[2])):
+        server.receive(0, f, r)
     assert np.array_equal(server.acc, expected)
 
 

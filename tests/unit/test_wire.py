@@ -154,3 +154,25 @@ def test_packing_into_a_buffer_gives_the_same_bytes_as_packing_anew():
     unaligned = np.empty(4100, np.uint8)[1:]  # a payload that does not start on a word boundary
     unaligned[:] = data
     assert np.array_equal(wire.pack(wire.Kind.UPDATE, 3, 1, unaligned, 8 * 4099), fresh)
+
+
+@pytest.mark.parametrize("d", [0, 1, 7, 512, 513, 5000])
+def test_verifying_can_add_a_float32_payload_to_a_sum_in_the_same_pass(d):
+    from psgrad.runtime.kernels import axpy
+
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal(d).astype(np.float32)
+    buf = wire.pack(wire.Kind.UPDATE, 2, 5, x.view(np.uint8), 32 * d, digest=bytes(32))
+    f = wire.parse(buf, verify=False)
+    acc = rng.standard_normal(d).astype(np.float32)
+    expected = acc.copy()
+    axpy(expected, 0.3, x)
+    wire.verify_frame(buf, f, accumulate=(acc, 0.3))
+    assert np.array_equal(acc, expected)  # bit for bit the server's axpy
+    if d:
+        bad = buf.copy()
+        bad[wire.HEADER_BYTES + 4 * d - 1] ^= 0x40
+        with pytest.raises(WireError, match="check mismatch"):
+            wire.verify_frame(bad, wire.parse(bad, verify=False), accumulate=(acc.copy(), 0.3))
+    with pytest.raises(ValueError, match="accumulate"):
+        wire.verify_frame(buf, f, accumulate=(np.zeros(d + 1, np.float32), 1.0))
