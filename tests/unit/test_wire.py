@@ -176,3 +176,27 @@ def test_verifying_can_add_a_float32_payload_to_a_sum_in_the_same_pass(d):
             wire.verify_frame(bad, wire.parse(bad, verify=False), accumulate=(acc.copy(), 0.3))
     with pytest.raises(ValueError, match="accumulate"):
         wire.verify_frame(buf, f, accumulate=(np.zeros(d + 1, np.float32), 1.0))
+
+
+def test_every_two_flipped_bits_of_a_short_frame_are_caught():
+    good = checked_frame(48, digest=False)  # 10 checked words: lanes 0 and 1 hold two each
+    reference = wire.frame_check(good)
+    bits = [8 * byte + bit for byte in range(len(good)) if not wire.CHECK_OFFSET <= byte < wire.HEADER_BYTES
+            for bit in range(8)]
+    for i, p in enumerate(bits):
+        once = good.copy()
+        once[p // 8] ^= 1 << (p % 8)
+        for q in bits[i + 1:]:
+            twice = once.copy()
+            twice[q // 8] ^= 1 << (q % 8)
+            assert wire.frame_check(twice) != reference, (p, q)
+
+
+def test_the_documented_blind_spot_is_real():
+    # docs/wire-format.md: bit 63 of word k with bits 63 and 31 of word k + 8 (same lane) cancel.
+    good = checked_frame(400, digest=False)
+    bad = good.copy()
+    words = bad[wire.HEADER_BYTES:wire.HEADER_BYTES + 400].view("<u8")
+    words[3] ^= np.uint64(1 << 63)
+    words[11] ^= np.uint64((1 << 63) | (1 << 31))
+    assert wire.frame_check(bad) == wire.frame_check(good)
