@@ -26,10 +26,10 @@ absorbs its words with ``s = (s ^ w) * M; s ^= s >> 32`` (M odd), and the eight
 lanes and the length are folded with a bijective finalizer. Every step is a
 bijection of the lane state for a fixed word, and of the word for a fixed
 state, so changing any one word (every single flipped bit, every burst inside
-an aligned word) changes its lane's final state and therefore the check; two
-flipped bits are caught too, and other corruptions (swapped or reordered
-words, several damaged words) go unnoticed only if 64-bit states collide, or
-for a few structured patterns such as bit 63 of word k with bits 63 and 31 of
+an aligned word) changes its lane's final state and therefore the check. Other
+corruptions (two flipped bits, swapped or reordered words, several damaged
+words) go unnoticed only if 64-bit values collide, or for a few structured
+patterns of three or more bits such as bit 63 of word k with bits 63 and 31 of
 word k + 8. See docs/wire-format.md.
 """
 import enum
