@@ -1,6 +1,6 @@
-"""Messages on the wire: a fixed 32-byte little-endian header, the payload, an optional digest.
+"""Messages on the wire: a fixed 40-byte little-endian header, the payload, an optional digest.
 
-Layout (``struct`` format ``<2sBBB3xIIQIf``, 32 bytes)::
+Layout (``struct`` format ``<2sBBB3xIIQf4xQ``, 40 bytes)::
 
     offset size field
     0      2    magic    b"PG"
@@ -11,40 +11,39 @@ Layout (``struct`` format ``<2sBBB3xIIQIf``, 32 bytes)::
     8      4    round    uint32
     12     4    agent    uint32 (ALL_AGENTS for a model broadcast)
     16     8    nbits    uint64, exact payload length in bits
-    24     4    crc      CRC-32 of the whole frame, computed with this field zero
-    28     4    loss     float32 telemetry: the agent's local loss at this round's model
+    24     4    loss     float32 telemetry: the agent's local loss at this round's model
+    28     4    zero
+    32     8    check    uint64 frame check of every other byte of the frame (``frame_check``)
 
 then ``ceil(nbits / 8)`` payload bytes (padding bits zero), then the digest if
 flagged. A frame's length is therefore a function of its header, and
 ``parse`` refuses any frame whose length, magic, version, kind, flags,
-padding or CRC disagree with it. The CRC covers header, payload and digest,
-so any single flipped bit, and any burst of up to 32, is caught.
+padding or check disagree with it.
 
-Flags of an UPDATE (agent -> server):
-
-    bit 0  DIGEST   a 32-byte SHA-256 digest of the agent's mirrored state follows the payload
-    bit 3  SKIPPED  the agent skipped this round (non-finite gradient); the payload is empty
-    bit 4  STOP     the agent's rank was asked to stop (SIGTERM): checkpoint and stop at the next round
-
-Flags of a MODEL (server -> workers):
-
-    bit 1  CHECKPOINT  before computing this round, send the server your agents' state for a checkpoint
-    bit 2  STOP        after that, stop: the run is being preempted
-    bit 5  DROPS       the payload ends with one bit per agent: 1 = the server dropped that agent's
-                       previous message, so the agent rolls its scheme state back by one round
+The check reads the frame without its check field as little-endian 64-bit
+words (the last one zero-padded) and deals word k to lane k mod 8; each lane
+absorbs its words with ``s = (s ^ w) * M; s ^= s >> 32`` (M odd), and the eight
+lanes and the length are folded with a bijective finalizer. Every step is a
+bijection of the lane state for a fixed word, and of the word for a fixed
+state, so changing any one word (every single flipped bit, every burst inside
+an aligned word) changes its lane's final state and therefore the check. Other
+corruptions (two flipped bits, swapped or reordered words, several damaged
+words) go unnoticed only if 64-bit values collide, or for a few structured
+patterns of three or more bits such as bit 63 of word k with bits 63 and 31 of
+word k + 8. See docs/wire-format.md.
 """
 import enum
 import struct
-import zlib
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from .errors import WireError
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 MAGIC = b"PG"
-HEADER = struct.Struct("<2sBBB3xIIQIf")
+HEADER = struct.Struct("<2sBBB3xIIQf4xQ")
 HEADER_BYTES = HEADER.size
 HEADER_BITS = 8 * HEADER_BYTES
 DIGEST_BYTES = 32
@@ -55,7 +54,7 @@ FLAG_STOP = 4
 FLAG_SKIPPED = 8
 FLAG_STOP_REQUEST = 16
 FLAG_DROPS = 32
-CRC_OFFSET = 24
+CHECK_OFFSET = 32  # the check is the header's last field: the bytes before it and after it are checked
 MAX_PAYLOAD_BITS = 8 * (2**40)  # 1 TiB: anything larger is a corrupt header
 
 
@@ -82,6 +81,7 @@ class Frame(NamedTuple):
     payload: np.ndarray
     digest: bytes | None
     flags: int = 0
+    check: int = 0
 
     @property
     def wire_bytes(self):
@@ -93,16 +93,178 @@ def frame_bytes(nbits, with_digest=False):
     return HEADER_BYTES + (nbits + 7) // 8 + (DIGEST_BYTES if with_digest else 0)
 
 
+# The frame check ------------------------------------------------------------------------------------------------
+LANES = 8  # independent lanes: eight multiply chains in flight keep the check at memory speed
+_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd, so multiplying by it is a bijection of uint64
+_SEEDS = (np.arange(1, LANES + 1, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD93)).astype(np.uint64)
+
+
+_BLOCK = 256  # words (2 KiB): a block checked and then added while it sits in the L1 cache
+
+
+@njit(cache=True)
+def _add_range(acc, x, wt, lo, hi):
+    """``acc[lo:hi] += wt * x[lo:hi]`` in float32, coordinate by coordinate (a loop of its own, so it vectorises)."""
+    a = acc[lo:hi]
+    v = x[lo:hi]
+    for c in range(a.shape[0]):
+        a[c] += wt * v[c]
+
+
+@njit(cache=True)
+def _absorb(lanes, k0, src, dst, x, acc, wt):
+    """Feed ``src`` (uint64 words k0, k0 + 1, ... of the checked stream) into ``lanes``; word k goes to lane k % 8.
+
+    When ``dst`` is not empty, each word is also stored in ``dst`` (same length): a copy that costs no extra read.
+    When ``acc`` is not empty, ``acc += wt * x`` in float32, coordinate by coordinate, in the same pass (``x``:
+    the same bytes as ``src`` read as float32; ``acc``, ``x``: twice ``src``'s length).
+    A step ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and of ``w`` for fixed ``s``.
+    """
+    m = np.uint64(0x9E3779B97F4A7C15)
+    r = np.uint64(32)
+    n = src.shape[0]
+    copy = dst.shape[0] > 0
+    add = acc.shape[0] > 0
+    wt = np.float32(wt)
+    i = 0
+    while i < n and (k0 + i) % 8 != 0:  # up to the next lane-0 word, one word at a time
+        w = src[i]
+        if copy:
+            dst[i] = w
+        if add:
+            acc[2 * i] += wt * x[2 * i]
+            acc[2 * i + 1] += wt * x[2 * i + 1]
+        j = (k0 + i) % 8
+        s = (lanes[j] ^ w) * m
+        lanes[j] = s ^ (s >> r)
+        i += 1
+    s0, s1, s2, s3 = lanes[0], lanes[1], lanes[2], lanes[3]
+    s4, s5, s6, s7 = lanes[4], lanes[5], lanes[6], lanes[7]
+    done = i  # words before this one have been added to acc
+    while i + 8 <= n:
+        w0, w1, w2, w3 = src[i], src[i + 1], src[i + 2], src[i + 3]
+        w4, w5, w6, w7 = src[i + 4], src[i + 5], src[i + 6], src[i + 7]
+        if copy:
+            dst[i], dst[i + 1], dst[i + 2], dst[i + 3] = w0, w1, w2, w3
+            dst[i + 4], dst[i + 5], dst[i + 6], dst[i + 7] = w4, w5, w6, w7
+        s0 = (s0 ^ w0) * m
+        s1 = (s1 ^ w1) * m
+        s2 = (s2 ^ w2) * m
+        s3 = (s3 ^ w3) * m
+        s4 = (s4 ^ w4) * m
+        s5 = (s5 ^ w5) * m
+        s6 = (s6 ^ w6) * m
+        s7 = (s7 ^ w7) * m
+        s0 ^= s0 >> r
+        s1 ^= s1 >> r
+        s2 ^= s2 >> r
+        s3 ^= s3 >> r
+        s4 ^= s4 >> r
+        s5 ^= s5 >> r
+        s6 ^= s6 >> r
+        s7 ^= s7 >> r
+        i += 8
+        if add and i - done >= _BLOCK:  # the block just checked is still in cache: add it now (vectorised)
+            _add_range(acc, x, wt, 2 * done, 2 * i)
+            done = i
+    lanes[0], lanes[1], lanes[2], lanes[3] = s0, s1, s2, s3
+    lanes[4], lanes[5], lanes[6], lanes[7] = s4, s5, s6, s7
+    if add:  # the words after the last whole block
+        _add_range(acc, x, wt, 2 * done, 2 * i)
+    while i < n:
+        w = src[i]
+        if copy:
+            dst[i] = w
+        if add:
+            acc[2 * i] += wt * x[2 * i]
+            acc[2 * i + 1] += wt * x[2 * i + 1]
+        j = (k0 + i) % 8
+        s = (lanes[j] ^ w) * m
+        lanes[j] = s ^ (s >> r)
+        i += 1
+
+
+@njit(cache=True)
+def _fold(lanes, nbytes):
+    """The 64-bit check from the lanes and the checked length; injective in each lane given the others."""
+    f = np.uint64(nbytes)
+    for j in range(lanes.shape[0]):
+        f ^= lanes[j]
+        # murmur3's fmix64: xorshifts and odd multiplies, a bijection of uint64
+        f ^= f >> np.uint64(33)
+        f *= np.uint64(0xFF51AFD7ED558CCD)
+        f ^= f >> np.uint64(33)
+        f *= np.uint64(0xC4CEB9FE1A85EC53)
+        f ^= f >> np.uint64(33)
+    return f
+
+
+_NO_WORDS = np.zeros(0, np.uint64)
+_NO_FLOATS = np.zeros(0, np.float32)
+
+
+def _words(a):
+    """The whole little-endian uint64 words at the start of uint8 array ``a``, as a view."""
+    return a[:8 * (a.shape[0] // 8)].view("<u8")
+
+
+def _tail_word(a):
+    """The last ``len(a) % 8`` bytes of ``a`` as one zero-padded word (empty when there are none)."""
+    rest = a.shape[0] % 8
+    if not rest:
+        return _NO_WORDS
+    w = np.zeros(8, np.uint8)
+    w[:rest] = a[a.shape[0] - rest:]
+    return w.view("<u8")
+
+
+def frame_check(buf, payload_out=None, payload_src=None, accumulate=None):
+    """The 64-bit check of a whole frame ``buf`` (uint8, header included), its check field skipped.
+
+    At most one of these lets the pass that reads the payload's words for the check do a second job:
+    ``payload_out``: a uint8 array of at most the payload's length; the payload's first bytes are copied into it
+    (a receiver's first read of the payload doubles as its copy).
+    ``payload_src``: the payload's first bytes are read from this array instead of ``buf`` and stored into ``buf``
+    (a sender's copy of the payload into the frame).
+    ``accumulate``: ``(acc, w)`` with ``acc`` a float32[n] and a payload of exactly ``4 n`` bytes (a float32
+    vector): ``acc += float32(w) * payload`` in float32, coordinate by coordinate.
+    """
+    lanes = _SEEDS.copy()
+    head = buf[:CHECK_OFFSET].view("<u8")
+    _absorb(lanes, 0, head, _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
+    body = buf[HEADER_BYTES:]
+    n = 0  # leading body bytes absorbed while doing the second job (whole words)
+    if payload_out is not None:
+        n = 8 * (payload_out.shape[0] // 8)
+        _absorb(lanes, head.shape[0], _words(body[:n]), _words(payload_out[:n]), _NO_FLOATS, _NO_FLOATS, 0.0)
+        payload_out[n:] = body[n:payload_out.shape[0]]
+    elif payload_src is not None:
+        n = 8 * (payload_src.shape[0] // 8)
+        _absorb(lanes, head.shape[0], _words(payload_src[:n]), _words(body[:n]), _NO_FLOATS, _NO_FLOATS, 0.0)
+    elif accumulate is not None:
+        acc, w = accumulate
+        n = 8 * (acc.shape[0] // 2)
+        x = body[:4 * acc.shape[0]].view("<f4")
+        _absorb(lanes, head.shape[0], _words(body[:n]), _NO_WORDS, x[:n // 4], acc[:n // 4], w)
+        if acc.shape[0] % 2:  # the last coordinate does not fill a word
+            acc[-1] += np.float32(w) * x[-1]
+    rest = body[n:]
+    k = head.shape[0] + n // 8
+    _absorb(lanes, k, _words(rest), _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
+    _absorb(lanes, k + rest.shape[0] // 8, _tail_word(rest), _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
+    return int(_fold(lanes, buf.shape[0] - 8))
+
+
 def pack(kind, round_, agent, data, nbits, loss=float("nan"), digest=None, flags=0, out=None):
     """Build one frame as a uint8 array: header, payload bytes, optional digest.
 
     ``flags`` are extra flag bits (FLAG_DIGEST is set from ``digest``). ``out``: a uint8 array of exactly
     the frame's length to build it in (a model broadcast reuses one buffer instead of allocating ``4d`` bytes
-    a round).
+    a round). The payload is copied into the frame by the pass that computes the check.
     """
     data = np.asarray(data, dtype=np.uint8)
     nbytes = (nbits + 7) // 8
-    if data.shape[0] != nbytes:
+    if data.shape != (nbytes,):
         raise ValueError(f"payload has {data.shape[0]} bytes, {nbits} bits need exactly {nbytes}")
     flags |= FLAG_DIGEST if digest is not None else 0
     if flags & ~FLAGS[Kind(kind)]:
@@ -112,29 +274,28 @@ def pack(kind, round_, agent, data, nbits, loss=float("nan"), digest=None, flags
         out = np.empty(size, dtype=np.uint8)
     elif out.dtype != np.uint8 or out.shape != (size,):
         raise ValueError(f"out must be uint8[{size}] for this frame, got {out.dtype}{out.shape}")
-    HEADER.pack_into(out, 0, MAGIC, WIRE_VERSION, int(kind), flags, round_, agent, nbits, 0, loss)
-    out[HEADER_BYTES:HEADER_BYTES + nbytes] = data
+    HEADER.pack_into(out, 0, MAGIC, WIRE_VERSION, int(kind), flags, round_, agent, nbits, loss, 0)
+    whole = 8 * (nbytes // 8)  # the check's pass copies these; the few bytes after them are copied here
+    out[HEADER_BYTES + whole:HEADER_BYTES + nbytes] = data[whole:]
     if digest is not None:
         if len(digest) != DIGEST_BYTES:
             raise ValueError(f"digest must be {DIGEST_BYTES} bytes, got {len(digest)}")
         out[HEADER_BYTES + nbytes:] = np.frombuffer(digest, dtype=np.uint8)
-    out[CRC_OFFSET:CRC_OFFSET + 4] = np.frombuffer(struct.pack("<I", zlib.crc32(out)), np.uint8)
+    check = frame_check(out, payload_src=data[:whole])
+    out[CHECK_OFFSET:HEADER_BYTES] = np.frombuffer(struct.pack("<Q", check), np.uint8)
     return out
 
 
-def frame_crc(buf):
-    """CRC-32 of a frame with its CRC field taken as zero."""
-    crc = zlib.crc32(buf[:CRC_OFFSET])
-    crc = zlib.crc32(b"\0\0\0\0", crc)
-    return zlib.crc32(buf[CRC_OFFSET + 4:], crc)
+def parse(buf, verify=True):
+    """Parse and validate one received frame (a uint8 array of exactly the received length).
 
-
-def parse(buf):
-    """Parse and validate one received frame (a uint8 array of exactly the received length)."""
+    ``verify=False`` validates everything but the check, which the caller then verifies with ``verify_frame``
+    (so that the pass computing it can also copy the payload where the receiver wants it).
+    """
     buf = np.asarray(buf, dtype=np.uint8)
     if buf.shape[0] < HEADER_BYTES:
         raise WireError(f"frame of {buf.shape[0]} bytes is shorter than the {HEADER_BYTES}-byte header")
-    magic, version, kind, flags, round_, agent, nbits, crc, loss = HEADER.unpack_from(buf, 0)
+    magic, version, kind, flags, round_, agent, nbits, loss, check = HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise WireError(f"bad magic {magic!r}, expected {MAGIC!r}")
     where = f"(agent {agent}, round {round_})"
@@ -154,9 +315,25 @@ def parse(buf):
     payload = buf[HEADER_BYTES:HEADER_BYTES + nbytes]
     if nbits % 8 and payload[-1] >> (nbits % 8):
         raise WireError(f"nonzero padding bits {where}")
-    if frame_crc(buf) != crc:
-        raise WireError(f"CRC mismatch: the frame was corrupted {where}")
     if flags & FLAG_SKIPPED and nbits:
         raise WireError(f"a SKIPPED message carries {nbits} payload bits {where}")
     digest = buf[HEADER_BYTES + nbytes:].tobytes() if has_digest else None
-    return Frame(Kind(kind), round_, agent, nbits, loss, payload, digest, flags)
+    frame = Frame(Kind(kind), round_, agent, nbits, loss, payload, digest, flags, check)
+    if verify:
+        verify_frame(buf, frame)
+    return frame
+
+
+def verify_frame(buf, frame, payload_out=None, accumulate=None):
+    """Raise ``WireError`` unless ``buf``'s check matches ``frame`` (parsed from it with ``verify=False``).
+
+    ``payload_out`` or ``accumulate`` as in ``frame_check``: the pass that checks the payload also copies it out
+    or adds it to ``acc``; what they wrote is only meaningful when no error is raised.
+    """
+    if payload_out is not None and payload_out.shape[0] > frame.payload.shape[0]:
+        raise ValueError(f"payload_out holds {payload_out.shape[0]} bytes, the payload {frame.payload.shape[0]}")
+    if accumulate is not None and 4 * accumulate[0].shape[0] != frame.payload.shape[0]:
+        raise ValueError(f"accumulate's vector has {accumulate[0].shape[0]} float32, the payload "
+                         f"{frame.payload.shape[0]} bytes")
+    if frame_check(buf, payload_out=payload_out, accumulate=accumulate) != frame.check:
+        raise WireError(f"check mismatch: the frame was corrupted (agent {frame.agent}, round {frame.round})")

@@ -49,6 +49,10 @@ class Codec:
 
     name = ""
     unbiased = False
+    # True when the payload is the decoded vector itself (little-endian float32): ``decode`` with ``out`` whose
+    # bytes already hold the payload has nothing left to do, so a receiver can copy a payload straight into
+    # its decode buffer (while checking it) and decode in place.
+    raw_float32 = False
 
     def omega(self, d):
         """Variance parameter: ``E||C(x) - x||^2 <= omega ||x||^2`` for unbiased codecs; None if unknown."""
@@ -70,18 +74,28 @@ class Codec:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"{self.name}({args})"
 
-    def encode(self, x, key=Key()):
-        """Encode float32 vector ``x`` (never modified); returns ``Encoded``."""
+    def encode(self, x, key=Key(), copy=True):
+        """Encode float32 vector ``x`` (never modified); returns ``Encoded``.
+
+        ``copy=False``: the payload may share memory with ``x`` (a ``raw_float32`` codec's payload is then a
+        read-only view of ``x``'s bytes), for a caller that is done with the payload before ``x`` changes.
+        """
         x = np.asarray(x)
         if x.dtype != np.float32 or x.ndim != 1:
             raise TypeError(f"{self.name}: x must be a 1-d float32 array, got {x.dtype}[{x.ndim}-d]")
+        if not copy and self.raw_float32:
+            raw = np.ascontiguousarray(x).view(np.uint8)
+            raw.flags.writeable = False
+            return Encoded(raw, 32 * x.shape[0])
         buf, nbits = self._encode(np.ascontiguousarray(x), key)
         nbits = int(nbits)
         return Encoded(buf[: (nbits + 7) // 8], nbits)
 
-    def decode(self, data, nbits, d, key=Key()):
+    def decode(self, data, nbits, d, key=Key(), out=None):
         """Decode a payload of ``nbits`` bits into a float32 vector of length ``d``.
 
+        ``out``: a float32[d] array the codec may decode into instead of allocating (codecs that implement
+        ``_decode_into`` do; the others ignore it); the result is what is returned.
         Raises ``DecodeError`` for a payload that this codec could not have written.
         """
         nbits = int(nbits)
@@ -89,7 +103,12 @@ class Codec:
         d = int(d)
         if d < 0:
             raise DecodeError(f"{self.name}: length must be >= 0, got {d=}")
-        out = self._decode(data, nbits, d, key)
+        if out is not None and type(self)._decode_into is not Codec._decode_into:
+            if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
+                raise ValueError(f"{self.name}: out must be a contiguous float32[{d}], got {out.dtype}{out.shape}")
+            out = self._decode_into(data, nbits, d, key, out)
+        else:
+            out = self._decode(data, nbits, d, key)
         if out.shape != (d,) or out.dtype != np.float32:
             raise AssertionError(f"{self.name}: decoder returned {out.dtype}{out.shape}, expected float32[{d}]")
         return out
@@ -98,6 +117,10 @@ class Codec:
         raise NotImplementedError
 
     def _decode(self, data, nbits, d, key):
+        raise NotImplementedError
+
+    def _decode_into(self, data, nbits, d, key, out):
+        """Optional: ``_decode`` writing into ``out`` (float32[d]) and returning it."""
         raise NotImplementedError
 
 

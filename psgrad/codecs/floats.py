@@ -10,6 +10,7 @@ class Fp32(Codec):
 
     name = "fp32"
     unbiased = True
+    raw_float32 = True
 
     def omega(self, d):
         return 0.0
@@ -20,6 +21,13 @@ class Fp32(Codec):
     def _decode(self, data, nbits, d, key):
         expect_bits(self.name, nbits, 32 * d)
         return data[: 4 * d].copy().view(np.float32)
+
+    def _decode_into(self, data, nbits, d, key, out):
+        expect_bits(self.name, nbits, 32 * d)
+        raw = out.view(np.uint8)
+        if not (d and data.ctypes.data == raw.ctypes.data):  # the payload already lies in out: nothing to do
+            np.copyto(raw, data[: 4 * d])
+        return out
 
 
 @njit(cache=True)

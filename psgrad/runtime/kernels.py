@@ -19,3 +19,12 @@ def sqdist(a, b):
         t = np.float64(a[i]) - np.float64(b[i])
         s += t * t
     return s
+
+
+@njit(cache=True)
+def all_finite(x):
+    """Whether every entry of ``x`` is finite: one read, no ``d``-sized temporary (unlike ``np.isfinite``)."""
+    for i in range(x.shape[0]):
+        if not np.isfinite(x[i]):
+            return False
+    return True

@@ -10,6 +10,16 @@ Messages are decoded as they arrive; the aggregate is summed in agent order,
 so the result does not depend on arrival order and an MPI run equals a local
 run bit for bit.
 
+When ``g_hat`` is the payload itself (a stateless scheme with fp32, whose
+reconstruct is the identity on the payload's float32), the frame check is not
+a pass of its own but rides on the payload's first read: a message whose turn
+in the sum has come is checked by the pass that adds it to the sum (under
+``run.bad_message: stop``, where a failed check ends the run, so a spoilt sum
+does not matter); any other is checked by the pass that copies it into a
+decode buffer from a small pool, decoded in place, and added when its turn
+comes, the buffer then going back to the pool. Either way: no allocation, and
+one read of the message (two when held back).
+
 Bad input (``run.bad_message``): with ``stop`` any message that fails
 validation or decoding ends the run with an error naming the agent and round;
 with ``drop`` it is dropped, the agent contributes nothing this round, its
@@ -30,6 +40,10 @@ from .kernels import axpy, sqdist
 from .worker import located
 from .optim import Sgd
 from .phases import Phases
+
+
+# In place of ``g_hat``: the payload was added to the sum by the pass that checked it.
+SUMMED = object()
 
 
 class Server:
@@ -56,6 +70,8 @@ class Server:
                                                                                            1.0 / self.n_agents)
         # Per-round scratch: decoded contributions (None: nothing) waiting for their turn in the agent-ordered sum
         self.acc = np.zeros(self.d, np.float32)
+        self.in_place = scheme.g_hat_is_payload  # check and copy the payload in one pass, decode in place
+        self.buffers = []  # free float32[d] decode buffers (in_place): at most one per message held back
         self.pending = {}
         self.next_agent = 0
         self.messages = []
@@ -99,7 +115,10 @@ class Server:
                             f"(at most {self.max_frame_bytes} for d={self.d})")
         try:
             with self.phases("check"):
-                frame = wire.parse(buf)
+                frame = wire.parse(buf, verify=False)
+                raw = self.in_place and frame.nbits == 32 * self.d  # checked below, by the payload's first read
+                if not raw:
+                    wire.verify_frame(buf, frame)
         except WireError as e:
             raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
         a = frame.agent
@@ -112,8 +131,39 @@ class Server:
             raise WireError(f"message for round {frame.round} arrived in round {t} (agent {a})")
         if a < self.next_agent or a in self.pending:
             raise WireError(f"second message from agent {a} in round {t}")
+        if not raw:
+            return self._accept(t, buf, frame, None)
+        if a == self.next_agent and not self.drop_bad:
+            # Its turn in the sum: the pass that checks the payload adds it to the sum. Should the check fail,
+            # the sum is spoilt, but under bad_message=stop the run ends with that error anyway.
+            try:
+                with self.phases("aggregate"):
+                    wire.verify_frame(buf, frame, accumulate=(self.acc, self.weights[a]))
+            except WireError as e:
+                raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), a, t) from None
+            return self._accept(t, buf, frame, SUMMED)
+        # Held back (or droppable): the pass that checks the payload copies it into a decode buffer.
+        out = self.buffers.pop() if self.buffers else np.empty(self.d, np.float32)
         try:
-            g_hat, state = self._reconstruct(a, t, frame)
+            try:
+                with self.phases("decode"):
+                    wire.verify_frame(buf, frame, payload_out=out.view(np.uint8))
+            except WireError as e:
+                raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), a, t) from None
+            self._accept(t, buf, frame, out)
+        except BaseException:
+            self.buffers.append(out)
+            raise
+
+    def _accept(self, t, buf, frame, out):
+        """Reconstruct and queue a checked ``frame``.
+
+        ``out``: None; a decode buffer holding the payload (decoded in place); or SUMMED, the payload already
+        added to the sum (its reconstruct, the identity on the payload's float32, is not run).
+        """
+        a = frame.agent
+        try:
+            g_hat, state = self._reconstruct(a, t, frame, out)
         except Exception as e:
             raise located(e, a, t)
         if frame.flags & wire.FLAG_STOP_REQUEST:
@@ -122,15 +172,27 @@ class Server:
         self.messages.append(message_record(t, frame, len(buf), "skipped" if g_hat is None else "ok"))
         self._queue(a, g_hat)
 
-    def _reconstruct(self, a, t, frame):
-        """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here."""
+    def _reconstruct(self, a, t, frame, out):
+        """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here.
+
+        ``out`` as in ``_accept``.
+        """
         if frame.flags & wire.FLAG_SKIPPED:
             g_hat, state = None, self.mirrors[a]
             self.skipped.add(a)
+        elif out is SUMMED:
+            g_hat, state = SUMMED, self.mirrors[a]  # a stateless scheme's state does not change
         else:
             ctx = Context(self.key(a, t), self.d, self.model_delta_sq)
             with self.phases("decode"):
-                g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
+                if out is None:
+                    g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits),
+                                                           ctx)
+                else:
+                    g_hat, state = self.scheme.reconstruct_into(
+                        self.mirrors[a], Encoded(out.view(np.uint8), frame.nbits), ctx, out)
+                    if g_hat is not out:  # the buffer must come back to the pool after the sum, and only then
+                        raise AssertionError(f"{self.scheme!r} did not decode in place")
         if frame.digest is not None and self._digest(state) != frame.digest:
             raise MirrorError(f"agent {a}, round {t}: server and agent scheme states differ (digest mismatch)")
         return g_hat, state
@@ -144,9 +206,11 @@ class Server:
         self.pending[a] = g_hat
         while self.next_agent in self.pending:
             g = self.pending.pop(self.next_agent)
-            if g is not None:
+            if g is not None and g is not SUMMED:
                 with self.phases("aggregate"):
                     axpy(self.acc, self.weights[self.next_agent], g)
+                if self.in_place:
+                    self.buffers.append(g)  # a decode buffer: free again
             self.next_agent += 1
 
     def key(self, agent, t):

@@ -7,7 +7,11 @@ For each agent and round (DESIGN §1, steps 2-3)::
     g_hat, state     = scheme.reconstruct(state, payload, ctx)   # the server's exact computation
     private          = scheme.compensate(private, g, g_hat)
 
-so the agent's copy of its mirrored state is the server's by construction.
+so the agent's copy of its mirrored state is the server's by construction. A
+scheme without state (direct: ``scheme.stateless``) keeps nothing of ``g`` or
+``g_hat``, so the agent skips the last two lines, which would change nothing,
+and computes every gradient into one buffer. Each agent's frame is built in a
+buffer kept from round to round (its send completes before the next round).
 
 A non-finite loss or gradient stops the run (``run.nonfinite: stop``) or makes
 the agent send a well-formed SKIPPED message with its state left as it was
@@ -23,7 +27,7 @@ from ..errors import ConfigError, PsgradError, WireError
 from ..schemes import Context, digest
 from . import checkpoint
 from .accounting import model_bits
-from .kernels import sqdist
+from .kernels import all_finite, sqdist
 from .phases import Phases
 
 
@@ -51,6 +55,8 @@ class Worker:
             self.states[a], self.privates[a] = scheme.init(self.d)
         # Under bad_message=drop: each agent's (state, private) from before its last message
         self.before = {}
+        self.frames = {}  # each agent's frame buffer, reused while the frame length stays the same
+        self.grad = None  # the gradient buffer of a stateless scheme
         self.prev_params = None
         self.delta_sq = 0.0
         self.stop_requested = False  # set from a signal handler: ask the server to stop the run
@@ -98,11 +104,16 @@ class Worker:
 
     def _agent_round(self, a, t, params, delta_sq, with_digest):
         with self.phases("compute"):
-            loss, g = self.task.local_grad(a, params, t)
+            if self.scheme.stateless:  # nothing keeps g past this round: one buffer for every gradient
+                if self.grad is None:
+                    self.grad = np.empty(self.d, np.float32)
+                loss, g = self.task.local_grad(a, params, t, out=self.grad)
+            else:
+                loss, g = self.task.local_grad(a, params, t)
         flags = wire.FLAG_STOP_REQUEST if self.stop_requested else 0
         if self.cfg.run.bad_message == "drop":
             self.before[a] = (self.states[a], self.privates[a])
-        if not np.isfinite(loss) or not np.all(np.isfinite(g)):
+        if not np.isfinite(loss) or not all_finite(g):
             if self.cfg.run.nonfinite != "skip":
                 raise PsgradError("local gradient or loss is not finite (NaN or Inf); "
                                   "set run.nonfinite=skip to skip such rounds")
@@ -112,18 +123,22 @@ class Worker:
         ctx = Context(Key(self.cfg.run.seed, a, t), self.d, delta_sq)
         with self.phases("encode"):
             payload = self.scheme.encode(self.states[a], self.privates[a], g, ctx)
-        with self.phases("decode"):
-            g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
-        with self.phases("encode"):
-            self.privates[a] = self.scheme.compensate(self.privates[a], g, g_hat)
+        if not self.scheme.stateless:
+            with self.phases("decode"):
+                g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
+            with self.phases("encode"):
+                self.privates[a] = self.scheme.compensate(self.privates[a], g, g_hat)
         if payload.info:
             # Plain Python values, so that a journal round trip (JSON) changes nothing in agents.csv
             self.info.append({"round": t, "agent": a, **{k: v.item() if isinstance(v, np.generic) else v
                                                          for k, v in payload.info.items()}})
         state_digest = self._digest(a) if with_digest else None
         with self.phases("pack"):
+            size = wire.frame_bytes(payload.nbits, state_digest is not None)
+            if a not in self.frames or self.frames[a].shape[0] != size:
+                self.frames[a] = np.empty(size, np.uint8)
             return wire.pack(wire.Kind.UPDATE, t, a, payload.data, payload.nbits, loss=loss, digest=state_digest,
-                             flags=flags)
+                             flags=flags, out=self.frames[a])
 
     def _digest(self, a):
         with self.phases("digest"):

@@ -104,6 +104,10 @@ class Scheme:
 
     name = ""
     requires = None
+    # True for a scheme with neither mirrored nor private state (``compensate`` is the identity): nothing the
+    # agent keeps depends on ``g_hat`` or on ``g``, so the agent may skip ``reconstruct`` (the server alone
+    # runs it; no bit of the run changes) and may reuse its gradient buffer from round to round.
+    stateless = False
 
     def __init__(self, codec):
         self.codec = codec
@@ -122,7 +126,7 @@ class Scheme:
         return Empty(), Empty()
 
     def encode(self, state, private, g, ctx):
-        """Agent side: the payload (``Encoded``) for gradient ``g`` this round."""
+        """Agent side: the payload (``Encoded``) for gradient ``g`` this round (it may share memory with ``g``)."""
         raise NotImplementedError
 
     def reconstruct(self, state, payload, ctx):
@@ -133,14 +137,35 @@ class Scheme:
         """Agent side: the new private state once ``g_hat`` is known (identity by default)."""
         return private
 
+    def reconstruct_into(self, state, payload, ctx, out):
+        """``reconstruct`` that may write ``g_hat`` into ``out`` (float32[d], the caller's, reused next round).
+
+        Only a scheme whose state never keeps ``g_hat`` may use ``out``; by default it is ignored.
+        """
+        return self.reconstruct(state, payload, ctx)
+
+    @property
+    def g_hat_is_payload(self):
+        """True when ``g_hat`` is the payload's bytes read as float32 and ``reconstruct_into`` decodes in place."""
+        return False
+
 
 class Direct(Scheme):
     """DCGD: ``g_hat = C(g)``, no state."""
 
     name = "direct"
+    stateless = True
 
     def encode(self, state, private, g, ctx):
-        return self.codec.encode(g, ctx.key)
+        # Without a copy: an agent sends the payload (fp32: g's own bytes) within the round, before g changes.
+        return self.codec.encode(g, ctx.key, copy=False)
 
     def reconstruct(self, state, payload, ctx):
         return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key), state
+
+    def reconstruct_into(self, state, payload, ctx, out):
+        return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key, out=out), state
+
+    @property
+    def g_hat_is_payload(self):
+        return self.codec.raw_float32

@@ -46,10 +46,10 @@ def faulty(self, a, t, *args):
     return original(self, a, t, *args)
 
 
-def faulty_reconstruct(self, a, t, frame):
+def faulty_reconstruct(self, a, t, *args):
     if mode == "server-raise" and t == fault_round and a == 1:
         raise RuntimeError("injected fault")
-    return original_receive(self, a, t, frame)
+    return original_receive(self, a, t, *args)
 
 
 def late_handshake(comm, cfg):

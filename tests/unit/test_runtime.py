@@ -7,6 +7,7 @@ import pytest
 from psgrad import config, wire
 from psgrad.errors import MirrorError, WireError
 from psgrad.runtime.driver import agent_layout, build, resolve_workers, run_local
+from psgrad.runtime.kernels import axpy
 from psgrad.runtime.server import Server
 from psgrad.runtime.worker import Worker
 
@@ -50,9 +51,9 @@ def test_fp32_bits_are_exactly_32_per_coordinate_and_wire_bytes_add_up(tmp_path)
     assert summary["uplink_payload_bits"] == 32 * d * n * 5
     assert summary["compression_vs_fp32"] == 1.0
     digests = sum(1 for t in range(5) if t % 2 == 0 or t == 4)
-    assert summary["uplink_wire_bytes"] == n * 5 * (32 + 4 * d) + n * digests * 32
+    assert summary["uplink_wire_bytes"] == n * 5 * (wire.HEADER_BYTES + 4 * d) + n * digests * 32
     assert summary["downlink_payload_bits"] == 32 * d * n * 5
-    assert summary["downlink_wire_bytes"] == 3 * 5 * (32 + 4 * d)
+    assert summary["downlink_wire_bytes"] == 3 * 5 * (wire.HEADER_BYTES + 4 * d)
     msgs = read_csv(tmp_path / "default" / "agents.csv")
     assert len(msgs) == n * 5
     for m in msgs:
@@ -119,6 +120,54 @@ def test_server_rejects_a_message_from_the_wrong_rank_round_or_twice(tmp_path):
         server.finish_round(0)
 
 
+def _direct_fp32_round(tmp_path, *overrides):
+    cfg = make_cfg(tmp_path, "run.workers=3", "run.rounds=2", *overrides)
+    task, sc = build(cfg)
+    server = Server(cfg, task, sc, agent_layout(3, 1))
+    model = server.model_frame(0)
+    frames = [list(Worker(cfg, task, sc, r, [r - 1]).round(0, model))[0] for r in (1, 2, 3)]
+    expected = np.zeros(server.d, np.float32)
+    for w, f in zip(server.weights, frames):
+        axpy(expected, w, wire.parse(f).payload.view(np.float32))
+    return server, frames, expected
+
+
+def test_direct_fp32_payloads_are_summed_or_copied_by_the_pass_that_checks_them(tmp_path):
+    server, frames, expected = _direct_fp32_round(tmp_path)
+    assert server.in_place
+    server.receive(0, frames[2], 3)  # held back: its check copies it into a pooled buffer
+    server.receive(0, frames[0], 1)  # its turn: its check adds it to the sum, no buffer
+    assert server.buffers == [] and list(server.pending) == [2]
+    server.receive(0, frames[1], 2)
+    assert len(server.buffers) == 1 and server.pending == {}
+    assert np.array_equal(server.acc, expected)
+    bad = frames[0].copy()
+    bad[wire.HEADER_BYTES + 5] ^= 1
+    fresh, _, _ = _direct_fp32_round(tmp_path / "again")
+    with pytest.raises(WireError, match="check mismatch"):
+        fresh.receive(0, bad, 1)  # its turn: the summing pass finds the corruption
+
+
+def test_under_drop_a_corrupted_fp32_message_leaves_the_sum_and_the_buffer_pool_intact(tmp_path):
+    server, frames, expected = _direct_fp32_round(tmp_path, "run.bad_message=drop")
+    bad = frames[0].copy()
+    bad[wire.HEADER_BYTES + 5] ^= 1
+    server.receive(0, bad, 1)  # dropped (logged): its buffer goes back to the pool
+    assert len(server.buffers) == 1 and np.array_equal(server.acc, np.zeros(server.d, np.float32))
+    for r, f in ((2, frames[1]), (1, frames[0]), (3, frames[2])):
+        server.receive(0, f, r)
+    assert np.array_equal(server.acc, expected)
+
+
+def test_a_direct_agent_does_not_reconstruct(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path, "run.workers=2", "run.rounds=1")
+    task, sc = build(cfg)
+    worker = Worker(cfg, task, sc, 1, [0])
+    server = Server(cfg, task, sc, agent_layout(2, 1))
+    monkeypatch.setattr(type(sc), "reconstruct", lambda *a: pytest.fail("the agent reconstructed"))
+    assert len(list(worker.round(0, server.model_frame(0)))) == 1
+
+
 def test_a_diverged_mirror_is_caught_by_its_digest(tmp_path):
     server, frames = _one_round_frames(tmp_path)
     f = wire.parse(frames[1])
@@ -137,3 +186,14 @@ def test_a_nan_gradient_stops_the_worker_naming_agent_and_round(tmp_path):
     with pytest.raises(Exception, match="not finite") as info:
         list(worker.round(0, server.model_frame(0)))
     assert info.value.psgrad_where == (0, 0)
+
+
+def test_all_finite_finds_a_nan_or_an_infinity_anywhere():
+    from psgrad.runtime.kernels import all_finite
+
+    assert all_finite(np.zeros(0, np.float32)) and all_finite(np.arange(100, dtype=np.float32))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in (0, 57, 99):
+            x = np.ones(100, np.float32)
+            x[i] = bad
+            assert not all_finite(x)

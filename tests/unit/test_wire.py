@@ -14,10 +14,10 @@ def frame(nbits=13, digest=None, **kw):
                      loss=1.5, digest=digest)
 
 
-def test_header_is_32_bytes_and_frame_length_follows_the_header():
-    assert wire.HEADER_BYTES == 32
-    assert len(frame(13)) == 32 + 2
-    assert len(frame(16, digest=b"x" * 32)) == 32 + 2 + 32
+def test_header_is_40_bytes_and_frame_length_follows_the_header():
+    assert wire.HEADER_BYTES == 40
+    assert len(frame(13)) == 40 + 2
+    assert len(frame(16, digest=b"x" * 32)) == 40 + 2 + 32
 
 
 @given(st.integers(0, 5000), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.booleans())
@@ -43,7 +43,8 @@ def test_frames_round_trip(nbits, round_, agent, with_digest):
     (lambda b: _set(b, 2, 99), "version 99"),
     (lambda b: _set(b, 3, 42), "unknown message kind"),
     (lambda b: _set(b, 4, 6), "unknown flags"),
-    (lambda b: _set(b, 32, b[32] ^ 0x10), "CRC mismatch"),
+    (lambda b: _set(b, 40, b[40] ^ 0x10), "check mismatch"),
+    (lambda b: _set(b, 33, b[33] ^ 0x01), "check mismatch"),
 ])
 def test_bad_frames_are_rejected_with_a_reason(mutate, message):
     with pytest.raises(WireError, match=message):
@@ -57,8 +58,8 @@ def test_errors_name_the_agent_and_round():
 
 def test_nonzero_padding_is_rejected():
     f = frame(13).copy()
-    f[33] |= 0x80
-    f[24:28] = np.frombuffer(np.uint32(__import__("zlib").crc32(f[32:34])).tobytes(), np.uint8)
+    f[41] |= 0x80
+    f[32:40] = np.frombuffer(np.uint64(wire.frame_check(f)).tobytes(), np.uint8)
     with pytest.raises(WireError, match="padding"):
         wire.parse(f)
 
@@ -71,3 +72,131 @@ def test_pack_refuses_a_payload_of_the_wrong_length():
 def _set(b, i, v):
     b[i] = v
     return b
+
+
+def checked_frame(payload_bytes, digest=True):
+    rng = np.random.default_rng(payload_bytes)
+    data = rng.integers(0, 256, payload_bytes, dtype=np.uint8)
+    return wire.pack(wire.Kind.UPDATE, 9, 4, data, 8 * payload_bytes, loss=0.5,
+                     digest=bytes(rng.integers(0, 256, 32, dtype=np.uint8)) if digest else None)
+
+
+@pytest.mark.parametrize("payload_bytes", [0, 5, 8, 61, 200])
+def test_every_single_flipped_bit_of_a_frame_is_caught_by_the_check(payload_bytes):
+    good = checked_frame(payload_bytes)
+    assert wire.parse(good).nbits == 8 * payload_bytes
+    for byte in range(len(good)):
+        if byte < wire.CHECK_OFFSET:
+            continue  # header fields: parse may refuse them for another reason first, checked below
+        for bit in range(8):
+            bad = good.copy()
+            bad[byte] ^= 1 << bit
+            with pytest.raises(WireError, match="check mismatch"):
+                wire.parse(bad)
+    for byte in range(wire.CHECK_OFFSET):  # the check alone, header included
+        for bit in range(8):
+            bad = good.copy()
+            bad[byte] ^= 1 << bit
+            assert wire.frame_check(bad) != wire.frame_check(good)
+
+
+def test_swapped_words_and_reordered_bytes_are_caught():
+    good = checked_frame(400)
+    body = good[wire.HEADER_BYTES:]
+    n_words = len(body) // 8
+    for i in range(n_words):
+        for j in (i + 1, i + 7, i + 8, i + 9, i + 16, n_words - 1):  # same lane and neighbouring lanes
+            if j <= i or j >= n_words or np.array_equal(body[8 * i:8 * i + 8], body[8 * j:8 * j + 8]):
+                continue
+            bad = good.copy()
+            b = bad[wire.HEADER_BYTES:]
+            b[8 * i:8 * i + 8], b[8 * j:8 * j + 8] = body[8 * j:8 * j + 8].copy(), body[8 * i:8 * i + 8].copy()
+            with pytest.raises(WireError, match="check mismatch"):
+                wire.parse(bad)
+    for i in range(0, len(body) - 1, 3):  # two neighbouring bytes swapped, words straddled
+        if body[i] != body[i + 1]:
+            bad = good.copy()
+            bad[wire.HEADER_BYTES + i], bad[wire.HEADER_BYTES + i + 1] = body[i + 1], body[i]
+            with pytest.raises(WireError, match="check mismatch"):
+                wire.parse(bad)
+
+
+PINNED_CHECK = 0xB7FAC559FA2E87CB
+
+
+def test_the_check_of_a_known_frame_is_pinned():
+    # The check is part of the wire format: a change to it must change WIRE_VERSION.
+    f = wire.pack(wire.Kind.UPDATE, 1, 2, np.arange(20, dtype=np.uint8), 160, loss=0.0)
+    assert int.from_bytes(f[32:40].tobytes(), "little") == wire.frame_check(f) == PINNED_CHECK
+
+
+def test_verifying_can_copy_the_payload_out_in_the_same_pass():
+    for payload_bytes in (0, 4, 13, 64, 1001):
+        buf = checked_frame(payload_bytes, digest=payload_bytes % 2 == 0)
+        f = wire.parse(buf, verify=False)
+        for n in {0, payload_bytes // 2, payload_bytes}:
+            out = np.full(n, 0xAA, np.uint8)
+            wire.verify_frame(buf, f, out)
+            assert np.array_equal(out, f.payload[:n])
+        bad = buf.copy()
+        bad[-1] ^= 4
+        with pytest.raises(WireError, match="check mismatch"):
+            wire.verify_frame(bad, wire.parse(bad, verify=False), np.empty(payload_bytes, np.uint8))
+    with pytest.raises(ValueError, match="payload_out"):
+        wire.verify_frame(buf, f, np.empty(payload_bytes + 1, np.uint8))
+
+
+def test_packing_into_a_buffer_gives_the_same_bytes_as_packing_anew():
+    data = np.random.default_rng(1).integers(0, 256, 4099, dtype=np.uint8)
+    fresh = wire.pack(wire.Kind.UPDATE, 3, 1, data, 8 * 4099)
+    out = np.full(len(fresh), 7, np.uint8)
+    assert np.array_equal(wire.pack(wire.Kind.UPDATE, 3, 1, data, 8 * 4099, out=out), fresh)
+    unaligned = np.empty(4100, np.uint8)[1:]  # a payload that does not start on a word boundary
+    unaligned[:] = data
+    assert np.array_equal(wire.pack(wire.Kind.UPDATE, 3, 1, unaligned, 8 * 4099), fresh)
+
+
+@pytest.mark.parametrize("d", [0, 1, 7, 512, 513, 5000])
+def test_verifying_can_add_a_float32_payload_to_a_sum_in_the_same_pass(d):
+    from psgrad.runtime.kernels import axpy
+
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal(d).astype(np.float32)
+    buf = wire.pack(wire.Kind.UPDATE, 2, 5, x.view(np.uint8), 32 * d, digest=bytes(32))
+    f = wire.parse(buf, verify=False)
+    acc = rng.standard_normal(d).astype(np.float32)
+    expected = acc.copy()
+    axpy(expected, 0.3, x)
+    wire.verify_frame(buf, f, accumulate=(acc, 0.3))
+    assert np.array_equal(acc, expected)  # bit for bit the server's axpy
+    if d:
+        bad = buf.copy()
+        bad[wire.HEADER_BYTES + 4 * d - 1] ^= 0x40
+        with pytest.raises(WireError, match="check mismatch"):
+            wire.verify_frame(bad, wire.parse(bad, verify=False), accumulate=(acc.copy(), 0.3))
+    with pytest.raises(ValueError, match="accumulate"):
+        wire.verify_frame(buf, f, accumulate=(np.zeros(d + 1, np.float32), 1.0))
+
+
+def test_every_two_flipped_bits_of_a_short_frame_are_caught():
+    good = checked_frame(48, digest=False)  # 10 checked words: lanes 0 and 1 hold two each
+    reference = wire.frame_check(good)
+    bits = [8 * byte + bit for byte in range(len(good)) if not wire.CHECK_OFFSET <= byte < wire.HEADER_BYTES
+            for bit in range(8)]
+    for i, p in enumerate(bits):
+        once = good.copy()
+        once[p // 8] ^= 1 << (p % 8)
+        for q in bits[i + 1:]:
+            twice = once.copy()
+            twice[q // 8] ^= 1 << (q % 8)
+            assert wire.frame_check(twice) != reference, (p, q)
+
+
+def test_the_documented_blind_spot_is_real():
+    # docs/wire-format.md: bit 63 of word k with bits 63 and 31 of word k + 8 (same lane) cancel.
+    good = checked_frame(400, digest=False)
+    bad = good.copy()
+    words = bad[wire.HEADER_BYTES:wire.HEADER_BYTES + 400].view("<u8")
+    words[3] ^= np.uint64(1 << 63)
+    words[11] ^= np.uint64((1 << 63) | (1 << 31))
+    assert wire.frame_check(bad) == wire.frame_check(good)
