@@ -21,8 +21,8 @@ flagged. A frame's length is therefore a function of its header, and
 padding or check disagree with it.
 
 The check reads the frame without its check field as little-endian 64-bit
-words (the last one zero-padded) and deals word k to lane k mod 8; each lane
-absorbs its words with ``s = (s ^ w) * M; s ^= s >> 32`` (M odd), and the eight
+words (the last one zero-padded) and deals word k to lane k mod 32; each lane
+absorbs its words with ``s = (s ^ w) * M; s ^= s >> 32`` (M odd), and the 32
 lanes and the length are folded with a bijective finalizer. Every step is a
 bijection of the lane state for a fixed word, and of the word for a fixed
 state, so changing any one word (every single flipped bit, every burst inside
@@ -30,7 +30,7 @@ an aligned word) changes its lane's final state and therefore the check. Other
 corruptions (two flipped bits, swapped or reordered words, several damaged
 words) go unnoticed only if 64-bit values collide, or for a few structured
 patterns of three or more bits such as bit 63 of word k with bits 63 and 31 of
-word k + 8. See docs/wire-format.md.
+word k + 32. See docs/wire-format.md.
 """
 import enum
 import struct
@@ -41,7 +41,7 @@ from numba import njit
 
 from .errors import WireError
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 MAGIC = b"PG"
 HEADER = struct.Struct("<2sBBB3xIIQf4xQ")
 HEADER_BYTES = HEADER.size
@@ -94,12 +94,12 @@ def frame_bytes(nbits, with_digest=False):
 
 
 # The frame check ------------------------------------------------------------------------------------------------
-LANES = 8  # independent lanes: eight multiply chains in flight keep the check at memory speed
+LANES = 32  # independent lanes: 32 multiply chains (four 8-lane vectors) in flight keep the check at memory speed
 _MUL = np.uint64(0x9E3779B97F4A7C15)  # odd, so multiplying by it is a bijection of uint64
 _SEEDS = (np.arange(1, LANES + 1, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD93)).astype(np.uint64)
 
 
-_BLOCK = 256  # words (2 KiB): a block checked and then added while it sits in the L1 cache
+_BLOCK = 2048  # words (16 KiB): a block checked and then copied or added while it sits in the L1 cache
 
 
 @njit(cache=True)
@@ -112,75 +112,66 @@ def _add_range(acc, x, wt, lo, hi):
 
 
 @njit(cache=True)
-def _absorb(lanes, k0, src, dst, x, acc, wt):
-    """Feed ``src`` (uint64 words k0, k0 + 1, ... of the checked stream) into ``lanes``; word k goes to lane k % 8.
+def _rows(lanes, src):
+    """Absorb the words ``src`` (whole rows, its first word in lane 0) into ``lanes``, row by row.
 
-    When ``dst`` is not empty, each word is also stored in ``dst`` (same length): a copy that costs no extra read.
-    When ``acc`` is not empty, ``acc += wt * x`` in float32, coordinate by coordinate, in the same pass (``x``:
-    the same bytes as ``src`` read as float32; ``acc``, ``x``: twice ``src``'s length).
-    A step ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and of ``w`` for fixed ``s``.
+    A loop of its own, on a local copy of the lanes, bounded by ``src``'s length and over a lane count read
+    at run time: in that form it compiles to vector multiplies with all the lanes' chains in flight, which a
+    loop that also copies or adds does not.
     """
     m = np.uint64(0x9E3779B97F4A7C15)
     r = np.uint64(32)
+    L = lanes.shape[0]
+    s = np.empty(L, np.uint64)
+    s[:] = lanes
+    n = src.shape[0]
+    i = 0
+    while i + L <= n:
+        for j in range(L):
+            t = (s[j] ^ src[i + j]) * m
+            s[j] = t ^ (t >> r)
+        i += L
+    lanes[:] = s
+
+
+@njit(cache=True)
+def _absorb(lanes, k0, src, dst, x, acc, wt):
+    """Feed ``src`` (uint64 words k0, k0 + 1, ... of the checked stream) into ``lanes``; word k goes to lane
+    k % LANES.
+
+    When ``dst`` is not empty, each word is also stored in ``dst`` (same length): a copy made block by block
+    while the block is in the L1 cache. When ``acc`` is not empty, ``acc += wt * x`` in float32, coordinate
+    by coordinate, the same way (``x``: the same bytes as ``src`` read as float32; ``acc``, ``x``: twice
+    ``src``'s length). A step ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and
+    of ``w`` for fixed ``s``.
+    """
+    m = np.uint64(0x9E3779B97F4A7C15)
+    r = np.uint64(32)
+    L = lanes.shape[0]
     n = src.shape[0]
     copy = dst.shape[0] > 0
     add = acc.shape[0] > 0
     wt = np.float32(wt)
     i = 0
-    while i < n and (k0 + i) % 8 != 0:  # up to the next lane-0 word, one word at a time
-        w = src[i]
-        if copy:
-            dst[i] = w
-        if add:
-            acc[2 * i] += wt * x[2 * i]
-            acc[2 * i + 1] += wt * x[2 * i + 1]
-        j = (k0 + i) % 8
-        s = (lanes[j] ^ w) * m
-        lanes[j] = s ^ (s >> r)
-        i += 1
-    s0, s1, s2, s3 = lanes[0], lanes[1], lanes[2], lanes[3]
-    s4, s5, s6, s7 = lanes[4], lanes[5], lanes[6], lanes[7]
-    done = i  # words before this one have been added to acc
-    while i + 8 <= n:
-        w0, w1, w2, w3 = src[i], src[i + 1], src[i + 2], src[i + 3]
-        w4, w5, w6, w7 = src[i + 4], src[i + 5], src[i + 6], src[i + 7]
-        if copy:
-            dst[i], dst[i + 1], dst[i + 2], dst[i + 3] = w0, w1, w2, w3
-            dst[i + 4], dst[i + 5], dst[i + 6], dst[i + 7] = w4, w5, w6, w7
-        s0 = (s0 ^ w0) * m
-        s1 = (s1 ^ w1) * m
-        s2 = (s2 ^ w2) * m
-        s3 = (s3 ^ w3) * m
-        s4 = (s4 ^ w4) * m
-        s5 = (s5 ^ w5) * m
-        s6 = (s6 ^ w6) * m
-        s7 = (s7 ^ w7) * m
-        s0 ^= s0 >> r
-        s1 ^= s1 >> r
-        s2 ^= s2 >> r
-        s3 ^= s3 >> r
-        s4 ^= s4 >> r
-        s5 ^= s5 >> r
-        s6 ^= s6 >> r
-        s7 ^= s7 >> r
-        i += 8
-        if add and i - done >= _BLOCK:  # the block just checked is still in cache: add it now (vectorised)
-            _add_range(acc, x, wt, 2 * done, 2 * i)
-            done = i
-    lanes[0], lanes[1], lanes[2], lanes[3] = s0, s1, s2, s3
-    lanes[4], lanes[5], lanes[6], lanes[7] = s4, s5, s6, s7
-    if add:  # the words after the last whole block
-        _add_range(acc, x, wt, 2 * done, 2 * i)
     while i < n:
-        w = src[i]
+        if (k0 + i) % L == 0 and i + L <= n:  # whole rows, a cache-sized block at a time
+            hi = i + min(n - i, _BLOCK) // L * L
+            _rows(lanes, src[i:hi])
+            if copy:
+                dst[i:hi] = src[i:hi]
+            if add:
+                _add_range(acc, x, wt, 2 * i, 2 * hi)
+            i = hi
+            continue
+        w = src[i]  # a single word: before the first lane-0 word, or after the last whole row
         if copy:
             dst[i] = w
         if add:
             acc[2 * i] += wt * x[2 * i]
             acc[2 * i + 1] += wt * x[2 * i + 1]
-        j = (k0 + i) % 8
-        s = (lanes[j] ^ w) * m
-        lanes[j] = s ^ (s >> r)
+        j = (k0 + i) % L
+        t = (lanes[j] ^ w) * m
+        lanes[j] = t ^ (t >> r)
         i += 1
 
 

@@ -105,7 +105,8 @@ def test_swapped_words_and_reordered_bytes_are_caught():
     body = good[wire.HEADER_BYTES:]
     n_words = len(body) // 8
     for i in range(n_words):
-        for j in (i + 1, i + 7, i + 8, i + 9, i + 16, n_words - 1):  # same lane and neighbouring lanes
+        L = wire.LANES
+        for j in (i + 1, i + L - 1, i + L, i + L + 1, i + 2 * L, n_words - 1):  # same and neighbouring lanes
             if j <= i or j >= n_words or np.array_equal(body[8 * i:8 * i + 8], body[8 * j:8 * j + 8]):
                 continue
             bad = good.copy()
@@ -121,7 +122,7 @@ def test_swapped_words_and_reordered_bytes_are_caught():
                 wire.parse(bad)
 
 
-PINNED_CHECK = 0xB7FAC559FA2E87CB
+PINNED_CHECK = 0x5CCEDC1B2FE9387C
 
 
 def test_the_check_of_a_known_frame_is_pinned():
@@ -178,11 +179,8 @@ def test_verifying_can_add_a_float32_payload_to_a_sum_in_the_same_pass(d):
         wire.verify_frame(buf, f, accumulate=(np.zeros(d + 1, np.float32), 1.0))
 
 
-def test_every_two_flipped_bits_of_a_short_frame_are_caught():
-    good = checked_frame(48, digest=False)  # 10 checked words: lanes 0 and 1 hold two each
+def _assert_every_two_flips_caught(good, bits):
     reference = wire.frame_check(good)
-    bits = [8 * byte + bit for byte in range(len(good)) if not wire.CHECK_OFFSET <= byte < wire.HEADER_BYTES
-            for bit in range(8)]
     for i, p in enumerate(bits):
         once = good.copy()
         once[p // 8] ^= 1 << (p % 8)
@@ -192,11 +190,25 @@ def test_every_two_flipped_bits_of_a_short_frame_are_caught():
             assert wire.frame_check(twice) != reference, (p, q)
 
 
+def test_every_two_flipped_bits_of_a_short_frame_are_caught():
+    good = checked_frame(48, digest=False)  # 10 checked words, one per lane
+    _assert_every_two_flips_caught(good, [8 * byte + bit for byte in range(len(good))
+                                          if not wire.CHECK_OFFSET <= byte < wire.HEADER_BYTES for bit in range(8)])
+
+
+def test_every_two_flipped_bits_in_two_words_of_one_lane_are_caught():
+    good = checked_frame(8 * (wire.LANES + 4), digest=False)
+    first = wire.HEADER_BYTES + 8 * 2  # checked word 4 + 2 = 6 and word 6 + LANES share a lane
+    second = first + 8 * wire.LANES
+    _assert_every_two_flips_caught(good, [8 * byte + bit for start in (first, second)
+                                          for byte in range(start, start + 8) for bit in range(8)])
+
+
 def test_the_documented_blind_spot_is_real():
-    # docs/wire-format.md: bit 63 of word k with bits 63 and 31 of word k + 8 (same lane) cancel.
+    # docs/wire-format.md: bit 63 of word k with bits 63 and 31 of word k + LANES (same lane) cancel.
     good = checked_frame(400, digest=False)
     bad = good.copy()
     words = bad[wire.HEADER_BYTES:wire.HEADER_BYTES + 400].view("<u8")
     words[3] ^= np.uint64(1 << 63)
-    words[11] ^= np.uint64((1 << 63) | (1 << 31))
+    words[3 + wire.LANES] ^= np.uint64((1 << 63) | (1 << 31))
     assert wire.frame_check(bad) == wire.frame_check(good)
