@@ -19,8 +19,7 @@ class Fp32(Codec):
         return x.view(np.uint8).copy(), 32 * x.shape[0]
 
     def _decode(self, data, nbits, d, key):
-        expect_bits(self.name, nbits, 32 * d)
-        return data[: 4 * d].copy().view(np.float32)
+        return self._decode_into(data, nbits, d, key, np.empty(d, np.float32))
 
     def _decode_into(self, data, nbits, d, key, out):
         expect_bits(self.name, nbits, 32 * d)
