@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .. import config as config_mod
 from ..errors import ConfigError, PsgradError
 from ..plot import read_metrics
-from ..runtime.driver import build, handshake, resolve_workers, run_local, run_mpi
+from ..runtime.driver import agree, build, handshake, resolve_workers, run_local, run_mpi
 from . import figures, table
 from .spec import with_seed
 
@@ -46,8 +46,8 @@ def run_comparison(comparison, comm=None, progress=True, resume=False, verbose=F
         winners = [c.points[table.best_index([results[p.run_name] for p in c.points], comparison.target)]
                    for c in comparison.contenders]
     if comm is not None:
-        winners = comm.bcast([c.points.index(w) for c, w in zip(comparison.contenders, winners)]
-                             if rank == 0 else None, root=0)
+        winners = agree(comm, [c.points.index(w) for c, w in zip(comparison.contenders, winners)]
+                        if rank == 0 else None, comparison.points[0].cfg.run.timeout, "for rank 0's winners")[0]
         winners = [c.points[i] for c, i in zip(comparison.contenders, winners)]
     repeats = {}
     for c, point in zip(comparison.contenders, winners):
@@ -67,7 +67,7 @@ def run_point(point, comparison, comm, world, resume, bar, say):
     folder = Path(cfg.run.results_dir) / cfg.run.name
     done = resume and finished(folder, cfg) if (comm is None or comm.Get_rank() == 0) else None
     if comm is not None:
-        done = comm.bcast(done, root=0)
+        done = agree(comm, done, cfg.run.timeout, "for rank 0 to look for a finished run")[0]
     if bar is not None:
         bar.set_postfix_str(cfg.run.name, refresh=False)
     diverged = False
