@@ -122,17 +122,21 @@ def _scatter(vals, idx, scale, out):
         raise DecodeError("sparse: a value is not finite")
 
 
-class TopK(Codec):
-    """Top-k: the ``k`` largest-magnitude coordinates, Rice-coded gaps then float32 values."""
-
-    name = "topk"
-    unbiased = False
+class _KOfD(Codec):
+    """Base of the codecs that keep ``k`` of the ``d`` coordinates (``k`` given, or ``ratio * d``)."""
 
     def __init__(self, k=0, ratio=0.01):
         _check_k(k, ratio)
         super().__init__(k=k, ratio=ratio)
         self.k = int(k)
         self.ratio = float(ratio)
+
+
+class TopK(_KOfD):
+    """Top-k: the ``k`` largest-magnitude coordinates, Rice-coded gaps then float32 values."""
+
+    name = "topk"
+    unbiased = False
 
     def alpha(self, d):
         return count_k(d, self.k, self.ratio) / max(1, d)
@@ -186,17 +190,11 @@ def randk_indices(d, k, key):
     return idx
 
 
-class RandK(Codec):
+class RandK(_KOfD):
     """Random-k: shared random positions (no position bits), values scaled by ``d / k``; ``32 k`` bits."""
 
     name = "randk"
     unbiased = True
-
-    def __init__(self, k=0, ratio=0.01):
-        _check_k(k, ratio)
-        super().__init__(k=k, ratio=ratio)
-        self.k = int(k)
-        self.ratio = float(ratio)
 
     def omega(self, d):
         return d / max(1, count_k(d, self.k, self.ratio)) - 1.0
