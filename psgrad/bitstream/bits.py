@@ -63,20 +63,32 @@ def read_bits(buf, end, pos, n):
 
 
 @njit(cache=True)
+def f32_field(v):
+    """The 32 IEEE bits of float32 ``v`` as a uint64 field (inside jitted code)."""
+    tmp = np.empty(1, np.float32)
+    tmp[0] = v
+    return np.uint64(tmp.view(np.uint32)[0])
+
+
+@njit(cache=True)
+def field_f32(u):
+    """The float32 whose IEEE bits are the low 32 bits of ``u`` (inverse of ``f32_field``)."""
+    tmp = np.empty(1, np.uint32)
+    tmp[0] = np.uint32(u & np.uint64(0xFFFFFFFF))
+    return tmp.view(np.float32)[0]
+
+
+@njit(cache=True)
 def write_f32(buf, pos, x):
     """Write one float32 as its 32 IEEE-754 bits."""
-    bits = np.empty(1, np.float32)
-    bits[0] = x
-    return write_bits(buf, pos, bits.view(np.uint32)[0], 32)
+    return write_bits(buf, pos, f32_field(x), 32)
 
 
 @njit(cache=True)
 def read_f32(buf, end, pos):
     """Read one float32 written by ``write_f32``; return ``(value, pos)``."""
     v, pos = read_bits(buf, end, pos, 32)
-    out = np.empty(1, np.uint32)
-    out[0] = np.uint32(v)
-    return out.view(np.float32)[0], pos
+    return field_f32(v), pos
 
 
 @njit(cache=True)

@@ -85,22 +85,6 @@ def get(words, pos, n):
 
 
 @njit(cache=True)
-def f32_field(v):
-    """The 32 IEEE bits of float32 ``v`` as a uint64 field (inside jitted code)."""
-    tmp = np.empty(1, np.float32)
-    tmp[0] = v
-    return np.uint64(tmp.view(np.uint32)[0])
-
-
-@njit(cache=True)
-def field_f32(u):
-    """The float32 whose IEEE bits are the low 32 bits of ``u`` (inverse of ``f32_field``)."""
-    tmp = np.empty(1, np.uint32)
-    tmp[0] = np.uint32(u & np.uint64(0xFFFFFFFF))
-    return tmp.view(np.float32)[0]
-
-
-@njit(cache=True)
 def get_checked(words, end, pos, n):
     """``get`` that raises ``DecodeError`` when the field would end past ``end``."""
     if pos + n > end:

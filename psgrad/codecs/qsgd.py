@@ -25,6 +25,7 @@ writer. The reader decodes short omega codes by table from a 64-bit window.
 import numpy as np
 from numba import njit
 
+from ..bitstream.bits import field_f32
 from ..bitstream.codes import omega_len
 from ..bitstream.rng import draw_u64
 from ..bitstream.words import (OMEGA_CODE, OMEGA_DEC, OMEGA_LEN, OMEGA_PEEK, OMEGA_TABLE, ctz, get_omega,
@@ -157,14 +158,12 @@ def _read(words, end, d, b, s, out):
     code of 1, so a field that runs past ``end`` leaves the position past ``end``: one check per
     coordinate catches it, and the next window is only read from a position ``<= end``."""
     pos = 0
-    nb = np.empty(1, np.uint32)
     for k in range((d + b - 1) // b):
         if pos + 32 > end:
             raise DecodeError(_OVERRUN)
         bits = _peek(words, pos) & np.uint64(0xFFFFFFFF)
         pos += 32
-        nb[0] = np.uint32(bits)
-        norm = nb.view(np.float32)[0]
+        norm = field_f32(bits)
         if not (np.isfinite(norm) and norm >= 0) or bits >> np.uint64(31):
             raise DecodeError("qsgd: bucket norm is not a finite non-negative float32")
         unit = np.float64(norm) / s

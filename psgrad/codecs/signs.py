@@ -12,26 +12,11 @@ per word; ``scaled_sign`` then appends the scale as one float32, so its
 payload is exactly ``d + 32`` bits.
 """
 import numpy as np
-from numba import njit
 
 from ..bitstream.words import get, load_words, new_words, pack_signs, put, unpack_signs
 from ..errors import DecodeError
 from .base import Codec, expect_bits
 from .buckets import abs_sum
-
-
-@njit(cache=True)
-def _f32_bits(v):
-    a = np.empty(1, np.float32)
-    a[0] = v
-    return np.uint64(a.view(np.uint32)[0])
-
-
-@njit(cache=True)
-def _bits_f32(b):
-    a = np.empty(1, np.uint32)
-    a[0] = np.uint32(b)
-    return a.view(np.float32)[0]
 
 
 def f32_bits(v):

@@ -29,10 +29,10 @@ vector of equal magnitudes at density 1 thus costs one sign bit per coordinate.
 import numpy as np
 from numba import njit
 
+from ..bitstream.bits import f32_field, field_f32
 from ..bitstream.codes import bit_length
 from ..bitstream.rng import draw_u64, draw_uniform
-from ..bitstream.words import ctz, f32_field, field_f32, get, get_checked, get_gamma, get_rice, load_words, \
-    sink_flush, sink_put
+from ..bitstream.words import ctz, get, get_checked, get_gamma, get_rice, load_words, sink_flush, sink_put
 from ..errors import DecodeError
 from .base import Codec
 

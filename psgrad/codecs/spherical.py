@@ -33,9 +33,10 @@ import numpy as np
 from numba import njit
 from scipy.special import betainc
 
+from ..bitstream.bits import f32_field, field_f32
 from ..bitstream.hadamard import padded_length, rotate, unrotate
 from ..bitstream.rng import draw_normal
-from ..bitstream.words import f32_field, field_f32, get, load_words, put
+from ..bitstream.words import get, load_words, put
 from ..errors import DecodeError
 from .base import Codec, expect_bits
 from .spherical_trellis import decode_tables, encode_blocks, gain_level, haar, read_blocks, write_blocks

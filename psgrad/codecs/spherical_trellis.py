@@ -38,8 +38,9 @@ then the level index in its subset).
 import numpy as np
 from numba import njit
 
-from ..bitstream.words import f32_field, field_f32, get, put
+from ..bitstream.bits import f32_field, field_f32
 from ..bitstream.rng import draw_normal, draw_uniform
+from ..bitstream.words import get, put
 from ..errors import DecodeError
 from .trellis import nearest_in_subsets
 
