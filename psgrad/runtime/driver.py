@@ -177,7 +177,6 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None, resume=None, stop=NoSt
         server = Server(cfg, task, sc, layout, log=log)
         phases = server.phases
         model = np.empty(wire.frame_bytes(server.model_bits), np.uint8)
-        inbox = Inbox(server.max_frame_bytes)
         recorder = Recorder(cfg, task, len(layout), log, resume=resume and resume[0]["recorder"])
         if resume:
             start = restore(server, [], resume)
@@ -214,7 +213,7 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None, resume=None, stop=NoSt
                     with phases("wait"):
                         status = probe(comm, timeout, server)
                     with phases("receive"):
-                        buf = inbox.take(status.Get_count())
+                        buf = server.inbox.take(status.Get_count())
                         comm.Recv(buf, source=status.Get_source(), tag=TAG_UPDATE)
                     server.receive(t, buf, status.Get_source())
                 row = server.finish_round(t)
@@ -341,26 +340,6 @@ def probe(comm, timeout, server):
         ranks = sorted({server.agent_rank[a] for a in missing})
         raise PsgradError(f"timed out after {timeout:g} s waiting for agents {missing} on ranks {ranks}") from None
     return status
-
-
-class Inbox:
-    """One receive buffer reused for every uplink message: no ``4d``-byte allocation per message.
-
-    Safe because nothing the server keeps points into a received frame: decoders return new arrays and
-    digests are copied out. It grows to the largest message seen, never past the server's size limit.
-    """
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.buf = np.empty(0, np.uint8)
-
-    def take(self, nbytes):
-        """A uint8 view of exactly ``nbytes`` bytes (a message over the limit is received whole, then refused)."""
-        if nbytes > self.buf.shape[0]:
-            if nbytes > self.limit:
-                return np.empty(nbytes, np.uint8)
-            self.buf = np.empty(nbytes, np.uint8)
-        return self.buf[:nbytes]
 
 
 class RoundTimer:

@@ -10,15 +10,18 @@ Messages are decoded as they arrive; the aggregate is summed in agent order,
 so the result does not depend on arrival order and an MPI run equals a local
 run bit for bit.
 
-When ``g_hat`` is the payload itself (a stateless scheme with fp32, whose
-reconstruct is the identity on the payload's float32), the frame check is not
-a pass of its own but rides on the payload's first read: a message whose turn
-in the sum has come is checked by the pass that adds it to the sum (under
-``run.bad_message: stop``, where a failed check ends the run, so a spoilt sum
-does not matter); any other is checked by the pass that copies it into a
-decode buffer from a small pool, decoded in place, and added when its turn
-comes, the buffer then going back to the pool. Either way: no allocation, and
-one read of the message (two when held back).
+Messages arrive in buffers lent by the server's ``Inbox`` (a pool: no
+allocation per message). When ``g_hat`` is the payload itself (a stateless
+scheme with fp32, whose reconstruct is the identity on the payload's float32),
+nothing is decoded and the frame check is not a pass of its own: it rides on
+the pass that adds the payload to the sum, when the message's turn comes. A
+message that arrives before its turn keeps its inbox buffer until then, so each
+payload is read once, whatever the arrival order. Under
+``run.bad_message: stop`` a failed check ends the run, so a sum it spoilt does
+not matter; a message that arrives before its turn is checked, at the latest,
+before any other error of the round is reported, since a corrupted header can
+be the cause of that error. Under ``drop`` a message is checked on arrival, a
+pass of its own, so that a bad one never touches the sum.
 
 Bad input (``run.bad_message``): with ``stop`` any message that fails
 validation or decoding ends the run with an error naming the agent and round;
@@ -30,9 +33,11 @@ A well-formed SKIPPED message (the agent's gradient was not finite under
 """
 import numpy as np
 
+from typing import NamedTuple
+
 from .. import wire
 from ..codecs.base import Encoded, Key
-from ..errors import ConfigError, DecodeError, MirrorError, WireError
+from ..errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError
 from ..schemes import Context, digest
 from .accounting import Ledger, max_update_bytes, message_record, model_bits
 from . import checkpoint
@@ -42,8 +47,46 @@ from .optim import Sgd
 from .phases import Phases
 
 
-# In place of ``g_hat``: the payload was added to the sum by the pass that checked it.
-SUMMED = object()
+class Raw(NamedTuple):
+    """In place of ``g_hat``: a payload that is ``g_hat`` as it lies in the frame, added when its turn comes.
+
+    ``checked``: its frame check was already verified; if not, the pass that adds it verifies it.
+    """
+
+    buf: np.ndarray
+    frame: wire.Frame
+    checked: bool
+
+
+class Inbox:
+    """Receive buffers for uplink messages, lent and given back: no allocation per message.
+
+    Every buffer is as large as the largest frame the server accepts (pages
+    never written are never backed by memory); there are as many as messages
+    held at once, at most one more than the messages held back for their turn.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.free = []
+        self.lent = {}  # id(buffer) -> buffer
+
+    def take(self, nbytes):
+        """A uint8 view of exactly ``nbytes`` bytes (a message over the limit is received whole, then refused)."""
+        if nbytes > self.limit:
+            return np.empty(nbytes, np.uint8)
+        buf = self.free.pop() if self.free else np.empty(self.limit, np.uint8)
+        self.lent[id(buf)] = buf
+        return buf[:nbytes]
+
+    def owns(self, view):
+        """Whether ``view`` lies in a buffer lent by ``take`` and not given back yet."""
+        return self.lent.get(id(view.base)) is view.base is not None
+
+    def give_back(self, view):
+        """Return ``view``'s buffer to the pool; for a view of anything else, or given back already: nothing."""
+        if self.owns(view):
+            self.free.append(self.lent.pop(id(view.base)))
 
 
 class Server:
@@ -68,10 +111,11 @@ class Server:
         sizes = np.asarray(task.agent_sizes, np.float64)
         self.weights = sizes / sizes.sum() if cfg.run.aggregate == "weighted" else np.full(self.n_agents,
                                                                                            1.0 / self.n_agents)
-        # Per-round scratch: decoded contributions (None: nothing) waiting for their turn in the agent-ordered sum
+        # Per-round scratch: contributions (None: nothing; Raw: a payload still in its frame) waiting for their
+        # turn in the agent-ordered sum
         self.acc = np.zeros(self.d, np.float32)
-        self.in_place = scheme.g_hat_is_payload  # check and copy the payload in one pass, decode in place
-        self.buffers = []  # free float32[d] decode buffers (in_place): at most one per message held back
+        self.raw = scheme.g_hat_is_payload  # fp32 payloads are added as they lie in the frame, nothing decoded
+        self.inbox = Inbox(self.max_frame_bytes)
         self.pending = {}
         self.next_agent = 0
         self.messages = []
@@ -101,26 +145,36 @@ class Server:
 
     # Step 4 -----------------------------------------------------------------
     def receive(self, t, buf, source):
-        """Validate, decode and queue one agent's message of round ``t`` received from rank ``source``."""
+        """Validate, decode and queue one agent's message of round ``t`` received from rank ``source``.
+
+        ``buf``: a view from ``self.inbox.take``, handed over (the server gives it back when done with it),
+        or any other buffer, only read during the call (a message held back for its turn is copied).
+        """
+        kept = False
         try:
-            self._receive(t, buf, source)
+            kept = self._receive(t, buf, source)
         except DecodeError as e:  # WireError included: the message, not the server, is at fault
             if not self.drop_bad:
+                self._verify_held()
                 raise
             self.log(f"round {t}: dropped a message from rank {source}: {e}")
+        except PsgradError:
+            self._verify_held()
+            raise
+        finally:
+            if not kept:
+                self.inbox.give_back(buf)
 
     def _receive(self, t, buf, source):
+        """Validate and accept one message; True when the server keeps ``buf`` (a Raw payload held back)."""
         if len(buf) > self.max_frame_bytes:
             raise WireError(f"oversized message of {len(buf)} bytes from rank {source} in round {t} "
                             f"(at most {self.max_frame_bytes} for d={self.d})")
-        try:
-            with self.phases("check"):
-                frame = wire.parse(buf, verify=False)
-                raw = self.in_place and frame.nbits == 32 * self.d  # checked below, by the payload's first read
-                if not raw:
-                    wire.verify_frame(buf, frame)
-        except WireError as e:
-            raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
+        with self.phases("check"):
+            frame = self._parse(buf, source, t)
+            raw = self.raw and frame.nbits == 32 * self.d
+            if not raw or self.drop_bad:  # raw under stop: checked by the pass that adds it to the sum
+                self._verify(buf, frame, source, t)
         a = frame.agent
         if frame.kind != wire.Kind.UPDATE:
             raise WireError(f"expected an UPDATE message, got {frame.kind.name} (agent {a}, round {frame.round})")
@@ -131,68 +185,55 @@ class Server:
             raise WireError(f"message for round {frame.round} arrived in round {t} (agent {a})")
         if a < self.next_agent or a in self.pending:
             raise WireError(f"second message from agent {a} in round {t}")
-        if not raw:
-            return self._accept(t, buf, frame, None)
-        if a == self.next_agent and not self.drop_bad:
-            # Its turn in the sum: the pass that checks the payload adds it to the sum. Should the check fail,
-            # the sum is spoilt, but under bad_message=stop the run ends with that error anyway.
-            try:
-                with self.phases("aggregate"):
-                    wire.verify_frame(buf, frame, accumulate=(self.acc, self.weights[a]))
-            except WireError as e:
-                raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), a, t) from None
-            return self._accept(t, buf, frame, SUMMED)
-        # Held back (or droppable): the pass that checks the payload copies it into a decode buffer.
-        out = self.buffers.pop() if self.buffers else np.empty(self.d, np.float32)
+        return self._accept(t, buf, frame, Raw(buf, frame, self.drop_bad) if raw else None)
+
+    def _parse(self, buf, source, t):
         try:
-            try:
-                with self.phases("decode"):
-                    wire.verify_frame(buf, frame, payload_out=out.view(np.uint8))
-            except WireError as e:
-                raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), a, t) from None
-            self._accept(t, buf, frame, out)
-        except BaseException:
-            self.buffers.append(out)
-            raise
+            return wire.parse(buf, verify=False)
+        except WireError as e:
+            raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
 
-    def _accept(self, t, buf, frame, out):
-        """Reconstruct and queue a checked ``frame``.
+    def _verify(self, buf, frame, source, t, accumulate=None):
+        try:
+            wire.verify_frame(buf, frame, accumulate=accumulate)
+        except WireError as e:
+            raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), frame.agent, t) from None
 
-        ``out``: None; a decode buffer holding the payload (decoded in place); or SUMMED, the payload already
-        added to the sum (its reconstruct, the identity on the payload's float32, is not run).
+    def _verify_held(self):
+        """Verify every message held back unchecked: a corrupted one explains a later error, so it goes first."""
+        for a, g in self.pending.items():
+            if isinstance(g, Raw) and not g.checked:
+                with self.phases("check"):
+                    self._verify(g.buf, g.frame, self.agent_rank[a], g.frame.round)
+                self.pending[a] = g._replace(checked=True)
+
+    def _accept(self, t, buf, frame, raw):
+        """Reconstruct and queue a ``frame`` (``raw``: its payload as a Raw ``g_hat``, or None to decode it).
+
+        True when the server keeps ``buf`` (the raw payload waits for its turn).
         """
         a = frame.agent
         try:
-            g_hat, state = self._reconstruct(a, t, frame, out)
+            g_hat, state = self._reconstruct(a, t, frame, raw)
         except Exception as e:
             raise located(e, a, t)
         if frame.flags & wire.FLAG_STOP_REQUEST:
             self.stop_requested = True
         self.mirrors[a] = state
         self.messages.append(message_record(t, frame, len(buf), "skipped" if g_hat is None else "ok"))
-        self._queue(a, g_hat)
+        return self._queue(a, g_hat)
 
-    def _reconstruct(self, a, t, frame, out):
-        """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here.
-
-        ``out`` as in ``_accept``.
-        """
+    def _reconstruct(self, a, t, frame, raw):
+        """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here."""
         if frame.flags & wire.FLAG_SKIPPED:
             g_hat, state = None, self.mirrors[a]
             self.skipped.add(a)
-        elif out is SUMMED:
-            g_hat, state = SUMMED, self.mirrors[a]  # a stateless scheme's state does not change
+        elif raw is not None:
+            g_hat, state = raw, self.mirrors[a]  # a stateless scheme's state does not change
         else:
             ctx = Context(self.key(a, t), self.d, self.model_delta_sq)
             with self.phases("decode"):
-                if out is None:
-                    g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits),
-                                                           ctx)
-                else:
-                    g_hat, state = self.scheme.reconstruct_into(
-                        self.mirrors[a], Encoded(out.view(np.uint8), frame.nbits), ctx, out)
-                    if g_hat is not out:  # the buffer must come back to the pool after the sum, and only then
-                        raise AssertionError(f"{self.scheme!r} did not decode in place")
+                g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
         if frame.digest is not None and self._digest(state) != frame.digest:
             raise MirrorError(f"agent {a}, round {t}: server and agent scheme states differ (digest mismatch)")
         return g_hat, state
@@ -202,16 +243,39 @@ class Server:
             return bytes.fromhex(digest(state))
 
     def _queue(self, a, g_hat):
-        """Hold ``g_hat`` (None: no contribution) until every lower agent's turn in the sum has come."""
+        """Hold ``g_hat`` (None: no contribution) until every lower agent's turn in the sum has come.
+
+        True when a Raw ``g_hat`` is held back in its own buffer (one not from the inbox is copied into one).
+        """
         self.pending[a] = g_hat
         while self.next_agent in self.pending:
-            g = self.pending.pop(self.next_agent)
-            if g is not None and g is not SUMMED:
-                with self.phases("aggregate"):
-                    axpy(self.acc, self.weights[self.next_agent], g)
-                if self.in_place:
-                    self.buffers.append(g)  # a decode buffer: free again
+            self._add(self.next_agent, self.pending.pop(self.next_agent))
             self.next_agent += 1
+        if a not in self.pending or not isinstance(g_hat, Raw):
+            return False
+        if not self.inbox.owns(g_hat.buf):
+            buf = self.inbox.take(len(g_hat.buf))
+            buf[:] = g_hat.buf
+            self.pending[a] = Raw(buf, wire.parse(buf, verify=False), g_hat.checked)
+            return False
+        return True
+
+    def _add(self, a, g):
+        """Add agent ``a``'s contribution to the sum."""
+        if g is None:
+            return
+        with self.phases("aggregate"):
+            if not isinstance(g, Raw):
+                axpy(self.acc, self.weights[a], g)
+                return
+            try:
+                if g.checked:
+                    axpy(self.acc, self.weights[a], g.frame.payload.view(np.float32))
+                else:
+                    self._verify(g.buf, g.frame, self.agent_rank[a], g.frame.round,
+                                 accumulate=(self.acc, self.weights[a]))
+            finally:
+                self.inbox.give_back(g.buf)
 
     def key(self, agent, t):
         return Key(self.cfg.run.seed, agent, t)
@@ -225,6 +289,7 @@ class Server:
         """Aggregate, step the optimizer, close the round's accounting; return its metrics row."""
         if self.next_agent != self.n_agents:
             if not self.drop_bad:
+                self._verify_held()
                 raise WireError(f"round {t} closed without messages from agents {self.missing()}")
             for a in self.missing():  # their messages were dropped: the mirrors stay as they were
                 self.dropped.add(a)

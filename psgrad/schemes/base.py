@@ -137,16 +137,10 @@ class Scheme:
         """Agent side: the new private state once ``g_hat`` is known (identity by default)."""
         return private
 
-    def reconstruct_into(self, state, payload, ctx, out):
-        """``reconstruct`` that may write ``g_hat`` into ``out`` (float32[d], the caller's, reused next round).
-
-        Only a scheme whose state never keeps ``g_hat`` may use ``out``; by default it is ignored.
-        """
-        return self.reconstruct(state, payload, ctx)
-
     @property
     def g_hat_is_payload(self):
-        """True when ``g_hat`` is the payload's bytes read as float32 and ``reconstruct_into`` decodes in place."""
+        """True when ``g_hat`` is the payload's bytes read as float32 and the state never changes: the server
+        may add the payload to its sum as it lies in the message, without running ``reconstruct``."""
         return False
 
 
@@ -162,9 +156,6 @@ class Direct(Scheme):
 
     def reconstruct(self, state, payload, ctx):
         return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key), state
-
-    def reconstruct_into(self, state, payload, ctx, out):
-        return self.codec.decode(payload.data, payload.nbits, ctx.d, ctx.key, out=out), state
 
     @property
     def g_hat_is_payload(self):

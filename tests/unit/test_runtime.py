@@ -132,31 +132,64 @@ def _direct_fp32_round(tmp_path, *overrides):
     return server, frames, expected
 
 
-def test_direct_fp32_payloads_are_summed_or_copied_by_the_pass_that_checks_them(tmp_path):
+def _into_inbox(server, frame):
+    """``frame`` as the MPI driver hands it over: received into a buffer lent by the server's inbox."""
+    buf = server.inbox.take(len(frame))
+    buf[:] = frame
+    return buf
+
+
+def test_direct_fp32_payloads_are_added_where_they_were_received_by_the_pass_that_checks_them(tmp_path):
     server, frames, expected = _direct_fp32_round(tmp_path)
-    assert server.in_place
-    server.receive(0, frames[2], 3)  # held back: its check copies it into a pooled buffer
-    server.receive(0, frames[0], 1)  # its turn: its check adds it to the sum, no buffer
-    assert server.buffers == [] and list(server.pending) == [2]
-    server.receive(0, frames[1], 2)
-    assert len(server.buffers) == 1 and server.pending == {}
+    assert server.raw
+    early = _into_inbox(server, frames[2])
+    server.receive(0, early, 3)  # before its turn: it waits, unchecked, in the buffer it arrived in
+    assert list(server.pending) == [2] and server.pending[2].buf is early and server.inbox.owns(early)
+    server.receive(0, _into_inbox(server, frames[0]), 1)  # its turn: the pass that checks it adds it
+    assert len(server.inbox.free) == 1 and list(server.pending) == [2]
+    server.receive(0, frames[1], 2)  # not an inbox buffer: only read during the call
+    assert server.pending == {} and server.inbox.lent == {} and len(server.inbox.free) == 2
     assert np.array_equal(server.acc, expected)
-    bad = frames[0].copy()
+
+
+def test_a_payload_held_back_from_a_buffer_the_server_does_not_own_is_copied(tmp_path):
+    server, frames, expected = _direct_fp32_round(tmp_path)
+    mine = frames[2].copy()
+    server.receive(0, mine, 3)
+    mine[:] = 0  # the caller reuses its buffer
+    for r in (1, 2):
+        server.receive(0, frames[r - 1], r)
+    assert np.array_equal(server.acc, expected)
+
+
+def _corrupted(frame):
+    bad = frame.copy()
     bad[wire.HEADER_BYTES + 5] ^= 1
-    fresh, _, _ = _direct_fp32_round(tmp_path / "again")
+    return bad
+
+
+def test_a_corrupted_fp32_payload_is_found_by_its_summing_pass_or_before_any_later_error(tmp_path):
+    server, frames, _ = _direct_fp32_round(tmp_path)
     with pytest.raises(WireError, match="check mismatch"):
-        fresh.receive(0, bad, 1)  # its turn: the summing pass finds the corruption
+        server.receive(0, _into_inbox(server, _corrupted(frames[0])), 1)  # its turn: the summing pass
+    server, frames, _ = _direct_fp32_round(tmp_path / "2")
+    server.receive(0, _into_inbox(server, _corrupted(frames[2])), 3)  # held back, not checked yet
+    with pytest.raises(WireError, match=r"rank 3 in round 0: check mismatch") as e:
+        server.receive(0, frames[0], 2)  # wrong rank: the held-back corruption is reported first
+    assert e.value.psgrad_where == (2, 0)
+    server, frames, _ = _direct_fp32_round(tmp_path / "3")
+    server.receive(0, _into_inbox(server, _corrupted(frames[2])), 3)
+    with pytest.raises(WireError, match="check mismatch"):
+        server.finish_round(0)  # instead of "closed without messages from agents [0, 1]"
 
 
-def test_under_drop_a_corrupted_fp32_message_leaves_the_sum_and_the_buffer_pool_intact(tmp_path):
+def test_under_drop_a_corrupted_fp32_message_leaves_the_sum_and_the_inbox_intact(tmp_path):
     server, frames, expected = _direct_fp32_round(tmp_path, "run.bad_message=drop")
-    bad = frames[0].copy()
-    bad[wire.HEADER_BYTES + 5] ^= 1
-    server.receive(0, bad, 1)  # dropped (logged): its buffer goes back to the pool
-    assert len(server.buffers) == 1 and np.array_equal(server.acc, np.zeros(server.d, np.float32))
-    for r, f in ((2, frames[1]), (1, frames[0]), (3, frames[2])):
-        server.receive(0, f, r)
-    assert np.array_equal(server.acc, expected)
+    server.receive(0, _into_inbox(server, _corrupted(frames[0])), 1)  # dropped (logged): checked on arrival
+    assert server.inbox.lent == {} and np.array_equal(server.acc, np.zeros(server.d, np.float32))
+    for r in (2, 1, 3):
+        server.receive(0, _into_inbox(server, frames[r - 1]), r)
+    assert server.inbox.lent == {} and np.array_equal(server.acc, expected)
 
 
 def test_a_direct_agent_does_not_reconstruct(tmp_path, monkeypatch):
