@@ -209,12 +209,10 @@ def _tail_word(a):
     return w.view("<u8")
 
 
-def frame_check(buf, payload_out=None, payload_src=None, accumulate=None):
+def frame_check(buf, payload_src=None, accumulate=None):
     """The 64-bit check of a whole frame ``buf`` (uint8, header included), its check field skipped.
 
     At most one of these lets the pass that reads the payload's words for the check do a second job:
-    ``payload_out``: a uint8 array of at most the payload's length; the payload's first bytes are copied into it
-    (a receiver's first read of the payload doubles as its copy).
     ``payload_src``: the payload's first bytes are read from this array instead of ``buf`` and stored into ``buf``
     (a sender's copy of the payload into the frame).
     ``accumulate``: ``(acc, w)`` with ``acc`` a float32[n] and a payload of exactly ``4 n`` bytes (a float32
@@ -225,11 +223,7 @@ def frame_check(buf, payload_out=None, payload_src=None, accumulate=None):
     _absorb(lanes, 0, head, _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
     body = buf[HEADER_BYTES:]
     n = 0  # leading body bytes absorbed while doing the second job (whole words)
-    if payload_out is not None:
-        n = 8 * (payload_out.shape[0] // 8)
-        _absorb(lanes, head.shape[0], _words(body[:n]), _words(payload_out[:n]), _NO_FLOATS, _NO_FLOATS, 0.0)
-        payload_out[n:] = body[n:payload_out.shape[0]]
-    elif payload_src is not None:
+    if payload_src is not None:
         n = 8 * (payload_src.shape[0] // 8)
         _absorb(lanes, head.shape[0], _words(payload_src[:n]), _words(body[:n]), _NO_FLOATS, _NO_FLOATS, 0.0)
     elif accumulate is not None:
@@ -315,16 +309,14 @@ def parse(buf, verify=True):
     return frame
 
 
-def verify_frame(buf, frame, payload_out=None, accumulate=None):
+def verify_frame(buf, frame, accumulate=None):
     """Raise ``WireError`` unless ``buf``'s check matches ``frame`` (parsed from it with ``verify=False``).
 
-    ``payload_out`` or ``accumulate`` as in ``frame_check``: the pass that checks the payload also copies it out
-    or adds it to ``acc``; what they wrote is only meaningful when no error is raised.
+    ``accumulate`` as in ``frame_check``: the pass that checks the payload also adds it to ``acc``; what it added
+    is only meaningful when no error is raised.
     """
-    if payload_out is not None and payload_out.shape[0] > frame.payload.shape[0]:
-        raise ValueError(f"payload_out holds {payload_out.shape[0]} bytes, the payload {frame.payload.shape[0]}")
     if accumulate is not None and 4 * accumulate[0].shape[0] != frame.payload.shape[0]:
         raise ValueError(f"accumulate's vector has {accumulate[0].shape[0]} float32, the payload "
                          f"{frame.payload.shape[0]} bytes")
-    if frame_check(buf, payload_out=payload_out, accumulate=accumulate) != frame.check:
+    if frame_check(buf, accumulate=accumulate) != frame.check:
         raise WireError(f"check mismatch: the frame was corrupted (agent {frame.agent}, round {frame.round})")
