@@ -31,7 +31,7 @@ from ..bitstream.rng import draw_u64
 from ..bitstream.words import (OMEGA_CODE, OMEGA_DEC, OMEGA_LEN, OMEGA_PEEK, OMEGA_TABLE, ctz, get_omega,
                                load_words, omega_code, sink_flush, sink_put)
 from ..errors import DecodeError
-from .base import Codec
+from .base import SparseDecodeCodec
 from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
 
 _PEEK_MASK = np.uint64((1 << OMEGA_PEEK) - 1)
@@ -149,8 +149,9 @@ def _peek(words, pos):
 
 
 @njit(cache=True)
-def _read(words, end, d, b, s, out):
-    """Decode into the zeroed ``out``.
+def _read(words, end, d, b, s, out, add):
+    """Decode into the zeroed ``out``, or with ``add`` add the decoded values to ``out`` (only the
+    non-zero levels are visited either way).
 
     Fields are read from a 64-bit window: one table lookup per omega code of at most ``OMEGA_PEEK``
     bits (``get_omega`` for longer ones), and the gap, sign and level of a coordinate come from the
@@ -203,13 +204,14 @@ def _read(words, end, d, b, s, out):
             if l > s or norm == 0:
                 raise DecodeError("qsgd: level above the number of levels, or in a bucket of norm 0")
             v = np.float32(unit * l)
-            out[start + j] = -v if rest & _ONE else v
+            v = -v if rest & _ONE else v
+            out[start + j] = out[start + j] + v if add else v
             prev = j
     if pos != end:
         raise DecodeError("qsgd: trailing bits after the last bucket")
 
 
-class Qsgd(Codec):
+class Qsgd(SparseDecodeCodec):
     """QSGD with ``levels`` quantization levels per bucket of ``bucket`` coordinates, Elias-coded."""
 
     name = "qsgd"
@@ -242,9 +244,7 @@ class Qsgd(Codec):
         words = np.empty((self._max_bits(d) + 63) // 64 + 1, np.uint64)  # the writer stores whole words
         return words.view(np.uint8), _write(lev, mask, b, norms.view(np.uint32).astype(np.uint64), words)
 
-    def _decode(self, data, nbits, d, key):
-        out = np.zeros(d, np.float32)
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
         if nbits > self._max_bits(d):
             raise DecodeError(f"qsgd: {nbits} bits exceed the most a {d}-vector can take")
-        _read(load_words(data, nbits), nbits, d, bucket_size(d, self.bucket), self.levels, out)
-        return out
+        _read(load_words(data, nbits), nbits, d, bucket_size(d, self.bucket), self.levels, out, add)
