@@ -125,6 +125,13 @@ class Codec:
         self._decode_add(data, nbits, d, key, out)
         return out
 
+    @property
+    def adds_in_place(self):
+        """Whether ``decode_add`` adds without decoding into a temporary first (``_decode_add`` is
+        overridden): otherwise a caller that also computes ``out`` does better to add ``decode``'s
+        result while computing it."""
+        return type(self)._decode_add is not Codec._decode_add
+
     def _checked(self, data, nbits, d):
         """``(data, nbits, d)`` checked and normalised: uint8 payload, int bit length, int length >= 0."""
         nbits = int(nbits)
@@ -150,9 +157,7 @@ class Codec:
 
     def _decode_add(self, data, nbits, d, key, out):
         """``out += D(payload)``; a decoder that writes only some coordinates overrides it to skip the rest."""
-        x_hat = self.decode(data, nbits, d, key)
-        with np.errstate(all="ignore"):  # inf + -inf is NaN here as in any float32 kernel: no warning
-            np.add(out, x_hat, out=out)
+        add_into(out, self.decode(data, nbits, d, key))
 
 
 class SparseDecodeCodec(Codec):
@@ -173,6 +178,12 @@ class SparseDecodeCodec(Codec):
 
     def _decode_nonzero(self, data, nbits, d, key, out, add):
         raise NotImplementedError
+
+
+def add_into(out, x):
+    """``out += x`` in float32, in place; an inf + -inf is NaN with no warning, as in a jitted loop."""
+    with np.errstate(all="ignore"):
+        np.add(out, x, out=out)
 
 
 def expect_bits(name, nbits, expected):

@@ -124,11 +124,13 @@ class TPC(Scheme):
             reader.finish()
         if k == 0:
             g_hat = self.codec.decode(data, nbits, ctx.d, ctx.key) if fired else np.zeros(ctx.d, np.float32)
+        elif fired and not self.codec.adds_in_place:  # one pass adds r_hat as the prediction is formed
+            g_hat = kernels.predict(state.memory, a_q, self.codec.decode(data, nbits, ctx.d, ctx.key))
         else:
             # M a_q + r_hat with r_hat added in place: a codec that decodes only some coordinates (qsgd,
-            # the sparsifiers) skips the rest, with no zero-filled r_hat and no dense pass to add it. The
-            # float32 sums are those of ``pred + r_hat``; the prediction gets +0.0 first, so a -0.0 where
-            # the residual is skipped becomes +0.0 as it would by adding r_hat's +0.0. Only where a decoded
+            # the sparsifiers) skips the rest, with no zero-filled r_hat and no pass to add it. The float32
+            # sums are those of ``pred + r_hat``; the prediction gets +0.0 first, so a -0.0 where the
+            # residual is skipped becomes +0.0 as it would by adding r_hat's +0.0. Only where a decoded
             # residual is itself -0.0 (an underflowed level) on a -0.0 prediction is the sum +0.0, not -0.0.
             # A DecodeError may leave g_hat half-updated; it is this call's own array and is discarded.
             g_hat = kernels.predict(state.memory, a_q, plus_zero=fired)

@@ -139,3 +139,8 @@ def test_decode_add_wants_a_writable_contiguous_float32_of_length_d():
     out.setflags(write=False)
     with pytest.raises(ValueError, match="writable"):
         c.decode_add(enc.data, enc.nbits, 8, psgrad.Key(), out)
+
+
+def test_codecs_that_decode_into_out_directly_say_that_they_add_in_place():
+    in_place = {name for name in psgrad.codecs() if psgrad.codec(name).adds_in_place}
+    assert in_place == {"fp32", "fp16", "qsgd", "topk", "randk", "sparse_dither"}

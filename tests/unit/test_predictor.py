@@ -130,6 +130,7 @@ def test_prediction_kernel_is_the_float32_sum_in_memory_order():
     expected = (a[0] * mem[0] + a[1] * mem[1]) + a[2] * mem[2]
     assert np.array_equal(kernels.predict(mem, a), expected)
     r = rng.standard_normal(33).astype(np.float32)
+    assert np.array_equal(kernels.predict(mem, a, r), expected + r)
     res, res_sq = kernels.residual(mem, a, r)
     assert np.array_equal(res, r - expected) and np.isclose(res_sq, np.sum((r - expected).astype(np.float64) ** 2))
 

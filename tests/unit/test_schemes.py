@@ -218,7 +218,7 @@ def test_lag_rejects_a_skip_flag_followed_by_bits():
         scheme.reconstruct(state, psgrad.Encoded(np.array([0], np.uint8), 3), psgrad.Context(psgrad.Key(), 4))
 
 
-@pytest.mark.parametrize("codec", ["qsgd", "topk", "fp32"])
+@pytest.mark.parametrize("codec", ["qsgd", "topk", "fp32", "natural"])  # natural: no in-place add
 def test_tpc_reconstruction_is_prediction_plus_decoded_residual_bit_for_bit(codec):
     # zeros of the gradient where the memory is zero: with a negative coefficient the prediction is -0.0
     # there, and the reconstruction must hold the +0.0 of -0.0 + r_hat's +0.0
