@@ -156,7 +156,7 @@ class Codec:
         raise NotImplementedError
 
     def _decode_add(self, data, nbits, d, key, out):
-        """``out += D(payload)``; a decoder that writes only some coordinates overrides it to skip the rest."""
+        """``out += D(payload)`` through a temporary; codecs that can add without one override it."""
         add_into(out, self.decode(data, nbits, d, key))
 
 

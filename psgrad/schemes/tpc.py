@@ -127,8 +127,8 @@ class TPC(Scheme):
         elif fired and not self.codec.adds_in_place:  # one pass adds r_hat as the prediction is formed
             g_hat = kernels.predict(state.memory, a_q, self.codec.decode(data, nbits, ctx.d, ctx.key))
         else:
-            # M a_q + r_hat with r_hat added in place: a codec that decodes only some coordinates (qsgd,
-            # the sparsifiers) skips the rest, with no zero-filled r_hat and no pass to add it. The float32
+            # M a_q + r_hat with r_hat added in place, with no r_hat array: qsgd and the sparsifiers visit
+            # only the coordinates they decode to non-zero, fp32 and fp16 add from the payload. The float32
             # sums are those of ``pred + r_hat``; the prediction gets +0.0 first, so a -0.0 where the
             # residual is skipped becomes +0.0 as it would by adding r_hat's +0.0. Only where a decoded
             # residual is itself -0.0 (an underflowed level) on a -0.0 prediction is the sum +0.0, not -0.0.
