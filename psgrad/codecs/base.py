@@ -98,20 +98,52 @@ class Codec:
         ``_decode_into`` do; the others ignore it); the result is what is returned.
         Raises ``DecodeError`` for a payload that this codec could not have written.
         """
-        nbits = int(nbits)
-        data = check_payload(data, nbits)
-        d = int(d)
-        if d < 0:
-            raise DecodeError(f"{self.name}: length must be >= 0, got {d=}")
+        data, nbits, d = self._checked(data, nbits, d)
         if out is not None and type(self)._decode_into is not Codec._decode_into:
-            if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
-                raise ValueError(f"{self.name}: out must be a contiguous float32[{d}], got {out.dtype}{out.shape}")
+            self._check_out(out, d)
             out = self._decode_into(data, nbits, d, key, out)
         else:
             out = self._decode(data, nbits, d, key)
         if out.shape != (d,) or out.dtype != np.float32:
             raise AssertionError(f"{self.name}: decoder returned {out.dtype}{out.shape}, expected float32[{d}]")
         return out
+
+    def decode_add(self, data, nbits, d, key, out):
+        """``out += D(payload)`` in float32 (``out[i] = out[i] + x_hat[i]``, rounded as a float32 add), in place.
+
+        ``out``: a writable contiguous float32[d]. The payload is checked as by ``decode`` and a bad one
+        raises ``DecodeError``, but possibly after part of ``out`` was already updated: a caller must
+        discard ``out`` after an error (decode into an array of its own, not into shared state).
+        Codecs whose decoder visits only some coordinates override ``_decode_add`` and skip the others,
+        which also saves the zero-filled temporary; the result is the same except that a coordinate
+        they skip keeps its value where adding the decoded ``+0.0`` would turn ``-0.0`` into ``+0.0``.
+        """
+        data, nbits, d = self._checked(data, nbits, d)
+        self._check_out(out, d)
+        if not out.flags.writeable:
+            raise ValueError(f"{self.name}: out must be writable")
+        self._decode_add(data, nbits, d, key, out)
+        return out
+
+    @property
+    def adds_in_place(self):
+        """Whether ``decode_add`` adds without decoding into a temporary first (``_decode_add`` is
+        overridden): otherwise a caller that also computes ``out`` does better to add ``decode``'s
+        result while computing it."""
+        return type(self)._decode_add is not Codec._decode_add
+
+    def _checked(self, data, nbits, d):
+        """``(data, nbits, d)`` checked and normalised: uint8 payload, int bit length, int length >= 0."""
+        nbits = int(nbits)
+        data = check_payload(data, nbits)
+        d = int(d)
+        if d < 0:
+            raise DecodeError(f"{self.name}: length must be >= 0, got {d=}")
+        return data, nbits, d
+
+    def _check_out(self, out, d):
+        if out.dtype != np.float32 or out.shape != (d,) or not out.flags.c_contiguous:
+            raise ValueError(f"{self.name}: out must be a contiguous float32[{d}], got {out.dtype}{out.shape}")
 
     def _encode(self, x, key):
         raise NotImplementedError
@@ -122,6 +154,36 @@ class Codec:
     def _decode_into(self, data, nbits, d, key, out):
         """Optional: ``_decode`` writing into ``out`` (float32[d]) and returning it."""
         raise NotImplementedError
+
+    def _decode_add(self, data, nbits, d, key, out):
+        """``out += D(payload)`` through a temporary; codecs that can add without one override it."""
+        add_into(out, self.decode(data, nbits, d, key))
+
+
+class SparseDecodeCodec(Codec):
+    """Base of codecs whose decoder writes only some coordinates (the others decode to zero).
+
+    Subclasses implement ``_decode_nonzero(data, nbits, d, key, out, add)``, which sets those coordinates
+    of the zeroed ``out`` (``add`` False) or adds them to ``out`` (``add`` True); ``decode`` and
+    ``decode_add`` both go through it, so ``decode_add`` costs no zero fill and no dense pass.
+    """
+
+    def _decode(self, data, nbits, d, key):
+        out = np.zeros(d, np.float32)
+        self._decode_nonzero(data, nbits, d, key, out, False)
+        return out
+
+    def _decode_add(self, data, nbits, d, key, out):
+        self._decode_nonzero(data, nbits, d, key, out, True)
+
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
+        raise NotImplementedError
+
+
+def add_into(out, x):
+    """``out += x`` in float32, in place; an inf + -inf is NaN with no warning, as in a jitted loop."""
+    with np.errstate(all="ignore"):
+        np.add(out, x, out=out)
 
 
 def expect_bits(name, nbits, expected):

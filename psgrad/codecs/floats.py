@@ -2,7 +2,7 @@
 import numpy as np
 from numba import njit
 
-from .base import Codec, expect_bits
+from .base import Codec, add_into, expect_bits
 
 
 class Fp32(Codec):
@@ -27,6 +27,10 @@ class Fp32(Codec):
         if not (d and data.ctypes.data == raw.ctypes.data):  # the payload already lies in out: nothing to do
             np.copyto(raw, data[: 4 * d])
         return out
+
+    def _decode_add(self, data, nbits, d, key, out):
+        expect_bits(self.name, nbits, 32 * d)
+        add_into(out, data[: 4 * d].view(np.float32))  # straight from the payload's bytes
 
 
 @njit(cache=True)
@@ -59,9 +63,10 @@ def _to_fp16(u, out):
 
 
 @njit(cache=True)
-def _from_table(h, table, out):
+def _from_table(h, table, out, add):
+    """``out[i] = table[h[i]]``, or with ``add`` ``out[i] + table[h[i]]``."""
     for i in range(h.shape[0]):
-        out[i] = table[h[i]]
+        out[i] = out[i] + table[h[i]] if add else table[h[i]]
 
 
 # every binary16 value as float32: decoding is one table lookup per coordinate (256 KiB, cache-resident)
@@ -89,8 +94,12 @@ class Fp16(Codec):
     def _decode(self, data, nbits, d, key):
         expect_bits(self.name, nbits, 16 * d)
         out = np.empty(d, np.float32)
-        _from_table(data[: 2 * d].view(np.uint16), _FP16_TABLE, out)
+        _from_table(data[: 2 * d].view(np.uint16), _FP16_TABLE, out, False)
         return out
+
+    def _decode_add(self, data, nbits, d, key, out):
+        expect_bits(self.name, nbits, 16 * d)
+        _from_table(data[: 2 * d].view(np.uint16), _FP16_TABLE, out, True)
 
 
 @njit(cache=True)

@@ -20,7 +20,8 @@ precision. The decoder needs no randomness.
 Speed: the encoder first computes every level in one vectorised pass, with a
 bitmask of the non-zero ones; the writer then visits only those (``ctz`` over
 the mask) and appends gap, sign and level as one field to a register-held word
-writer. The reader decodes short omega codes by table from a 64-bit window.
+writer. The reader takes a coordinate's gap, sign and level together by one
+table lookup on a 64-bit window (code by code for the rare longer fields).
 """
 import numpy as np
 from numba import njit
@@ -31,12 +32,13 @@ from ..bitstream.rng import draw_u64
 from ..bitstream.words import (OMEGA_CODE, OMEGA_DEC, OMEGA_LEN, OMEGA_PEEK, OMEGA_TABLE, ctz, get_omega,
                                load_words, omega_code, sink_flush, sink_put)
 from ..errors import DecodeError
-from .base import Codec
+from .base import SparseDecodeCodec
 from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
 
 _PEEK_MASK = np.uint64((1 << OMEGA_PEEK) - 1)
 _ONE = np.uint64(1)
 _OVERRUN = "qsgd: read past the end of the payload"
+_BAD_LEVEL = "qsgd: level above the number of levels, or in a bucket of norm 0"
 
 
 @njit(cache=True)
@@ -148,15 +150,48 @@ def _peek(words, pos):
     return (words[w] >> off) | ((words[w + 1] << np.uint64(63) - off) << _ONE)
 
 
-@njit(cache=True)
-def _read(words, end, d, b, s, out):
-    """Decode into the zeroed ``out``.
+# One coordinate's gap, sign and level in one lookup: _FIELDS[w] for every FIELD_PEEK-bit window w that
+# starts with a whole field (gap omega, sign bit, level omega) is its length | gap << 4 | level << 10
+# | sign << 16, and 0 where the field is longer (it is read code by code). 13 bits hold gaps up to 31
+# with level 1 (nearly every field at a few bits per coordinate), and the int32 table (32 KiB) stays
+# in the L1 cache.
+FIELD_PEEK = 13
+_FIELD_MASK = np.uint64((1 << FIELD_PEEK) - 1)
 
-    Fields are read from a 64-bit window: one table lookup per omega code of at most ``OMEGA_PEEK``
-    bits (``get_omega`` for longer ones), and the gap, sign and level of a coordinate come from the
-    same window. Bits past ``end`` are zero (``load_words``) and a zero bit reads as the one-bit
-    code of 1, so a field that runs past ``end`` leaves the position past ``end``: one check per
-    coordinate catches it, and the next window is only read from a position ``<= end``."""
+
+def _field_table():
+    w = np.arange(1 << FIELD_PEEK, dtype=np.int64)
+    g = OMEGA_DEC[w & ((1 << OMEGA_PEEK) - 1)]
+    gl = g & 0xFF
+    lv = OMEGA_DEC[(w >> (gl + 1)) & ((1 << OMEGA_PEEK) - 1)]
+    n = gl + 1 + (lv & 0xFF)
+    whole = (g != 0) & (lv != 0) & (n <= FIELD_PEEK)
+    return np.where(whole, n | (g >> 8) << 4 | (lv >> 8) << 10 | ((w >> gl) & 1) << 16, 0).astype(np.int32)
+
+
+_FIELDS = _field_table()
+
+
+@njit(cache=True, inline="always")
+def _emit(out, i, unit, l, negative, add):
+    """Coordinate ``i`` of level ``l``: set, or with ``add`` added to ``out[i]``."""
+    v = np.float32(unit * l)
+    v = -v if negative else v
+    out[i] = out[i] + v if add else v
+
+
+@njit(cache=True)
+def _read(words, end, d, b, s, out, add):
+    """Decode into the zeroed ``out``, or with ``add`` add the decoded values to ``out`` (only the
+    non-zero levels are visited either way).
+
+    Fields are read from a 64-bit window: whole fields by one ``_FIELDS`` lookup each, as many as
+    the window surely holds (a field of at most ``FIELD_PEEK`` bits at each step), then one field
+    code by code (the bucket's end, or a field too long for the table): one ``OMEGA_DEC`` lookup per
+    omega code of at most ``OMEGA_PEEK`` bits, ``get_omega`` for longer ones. Bits past ``end`` are
+    zero (``load_words``) and a zero bit reads as the one-bit code of 1, so a field that runs past
+    ``end`` leaves the position past ``end``: one check per window catches it (after writes that the
+    error makes void), and the next window is only read from a position ``< end``."""
     pos = 0
     for k in range((d + b - 1) // b):
         if pos + 32 > end:
@@ -167,11 +202,38 @@ def _read(words, end, d, b, s, out):
         if not (np.isfinite(norm) and norm >= 0) or bits >> np.uint64(31):
             raise DecodeError("qsgd: bucket norm is not a finite non-negative float32")
         unit = np.float64(norm) / s
+        top = s if norm > 0 else 0  # the largest valid level: none in a bucket of norm 0
         start = k * b
         blen = min(b, d - start)
         prev = -1
         while True:
             if pos >= end:
+                raise DecodeError(_OVERRUN)
+            win = _peek(words, pos)
+            used = 0
+            whole = True
+            for _ in range(64 // FIELD_PEEK + 1):  # a fixed count, so that the loop exit is predictable
+                if used > 64 - FIELD_PEEK:
+                    break
+                e = _FIELDS[win & _FIELD_MASK]
+                n = e & 15
+                j = prev + ((e >> 4) & 63)
+                if n == 0 or j >= blen:
+                    whole = False
+                    break
+                l = (e >> 10) & 63
+                if l > top:
+                    raise DecodeError(_BAD_LEVEL)
+                _emit(out, start + j, unit, l, (e >> 16) & 1, add)
+                prev = j
+                used += n
+                win >>= np.uint64(n)
+            pos += used
+            if pos > end:
+                raise DecodeError(_OVERRUN)
+            if whole:
+                continue
+            if pos == end:
                 raise DecodeError(_OVERRUN)
             win = _peek(words, pos)
             e = OMEGA_DEC[win & _PEEK_MASK]
@@ -200,16 +262,15 @@ def _read(words, end, d, b, s, out):
                 l, pos = get_omega(words, end, base + 1)
             if pos > end:
                 raise DecodeError(_OVERRUN)
-            if l > s or norm == 0:
-                raise DecodeError("qsgd: level above the number of levels, or in a bucket of norm 0")
-            v = np.float32(unit * l)
-            out[start + j] = -v if rest & _ONE else v
+            if l > top:
+                raise DecodeError(_BAD_LEVEL)
+            _emit(out, start + j, unit, l, rest & _ONE, add)
             prev = j
     if pos != end:
         raise DecodeError("qsgd: trailing bits after the last bucket")
 
 
-class Qsgd(Codec):
+class Qsgd(SparseDecodeCodec):
     """QSGD with ``levels`` quantization levels per bucket of ``bucket`` coordinates, Elias-coded."""
 
     name = "qsgd"
@@ -242,9 +303,7 @@ class Qsgd(Codec):
         words = np.empty((self._max_bits(d) + 63) // 64 + 1, np.uint64)  # the writer stores whole words
         return words.view(np.uint8), _write(lev, mask, b, norms.view(np.uint32).astype(np.uint64), words)
 
-    def _decode(self, data, nbits, d, key):
-        out = np.zeros(d, np.float32)
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
         if nbits > self._max_bits(d):
             raise DecodeError(f"qsgd: {nbits} bits exceed the most a {d}-vector can take")
-        _read(load_words(data, nbits), nbits, d, bucket_size(d, self.bucket), self.levels, out)
-        return out
+        _read(load_words(data, nbits), nbits, d, bucket_size(d, self.bucket), self.levels, out, add)

@@ -27,7 +27,7 @@ from ..bitstream.codes import rice_parameter
 from ..bitstream.rng import draw_uniform
 from ..bitstream.words import ctz, get_rice, load_words, new_words, put, put_rice, put_words, get_words
 from ..errors import DecodeError
-from .base import Codec, expect_bits
+from .base import SparseDecodeCodec, expect_bits
 
 
 def count_k(d, k, ratio):
@@ -112,17 +112,19 @@ def _gather(x, idx, out):
 
 
 @njit(cache=True)
-def _scatter(vals, idx, scale, out):
+def _scatter(vals, idx, scale, out, add):
+    """``out[idx] = vals * scale`` in float32, or with ``add`` ``out[idx] += vals * scale``."""
     bad = False
     for j in range(idx.shape[0]):
         v = vals[j]
         bad |= not np.isfinite(v)
-        out[idx[j]] = np.float32(v * scale)
+        x = np.float32(v * scale)
+        out[idx[j]] = out[idx[j]] + x if add else x
     if bad:
         raise DecodeError("sparse: a value is not finite")
 
 
-class _KOfD(Codec):
+class _KOfD(SparseDecodeCodec):
     """Base of the codecs that keep ``k`` of the ``d`` coordinates (``k`` given, or ``ratio * d``)."""
 
     def __init__(self, k=0, ratio=0.01):
@@ -154,7 +156,7 @@ class TopK(_KOfD):
         vw.view(np.uint8)[: 4 * k] = vals.view(np.uint8)
         return words.view(np.uint8), put_words(words, pos, vw, 32 * k)
 
-    def _decode(self, data, nbits, d, key):
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
         k = count_k(d, self.k, self.ratio)
         r = rice_parameter(k, d)
         words = load_words(data, nbits)
@@ -163,9 +165,7 @@ class TopK(_KOfD):
         expect_bits(self.name, nbits, pos + 32 * k)
         vw = np.empty((k + 1) // 2 + 1, np.uint64)
         get_words(words, pos, 32 * k, vw)
-        out = np.zeros(d, np.float32)
-        _scatter(vw.view(np.float32)[:k], idx, 1.0, out)
-        return out
+        _scatter(vw.view(np.float32)[:k], idx, 1.0, out, add)
 
 
 @njit(cache=True)
@@ -207,10 +207,8 @@ class RandK(_KOfD):
         _gather(x, idx, vals)
         return vals.view(np.uint8), 32 * k
 
-    def _decode(self, data, nbits, d, key):
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
         k = count_k(d, self.k, self.ratio)
         expect_bits(self.name, nbits, 32 * k)
         idx = randk_indices(d, k, np.uint64(key.stream("randk")))
-        out = np.zeros(d, np.float32)
-        _scatter(data[: 4 * k].copy().view(np.float32), idx, np.float32(d / k) if k else 1.0, out)
-        return out
+        _scatter(data[: 4 * k].copy().view(np.float32), idx, np.float32(d / k) if k else 1.0, out, add)

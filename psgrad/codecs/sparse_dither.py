@@ -34,7 +34,7 @@ from ..bitstream.codes import bit_length
 from ..bitstream.rng import draw_u64, draw_uniform
 from ..bitstream.words import ctz, get, get_checked, get_gamma, get_rice, load_words, sink_flush, sink_put
 from ..errors import DecodeError
-from .base import Codec
+from .base import SparseDecodeCodec
 
 _ONE = np.uint64(1)
 
@@ -182,8 +182,9 @@ def _write(vals, idx, k, d, lam, top, levels, r, key, words):
 
 
 @njit(cache=True)
-def _read(words, end, d, levels, out):
-    """Fill the zeroed ``out`` from a payload in word form; ``DecodeError`` on any malformed field."""
+def _read(words, end, d, levels, out, add):
+    """Fill the zeroed ``out`` from a payload in word form, or with ``add`` add the kept coordinates to
+    ``out``; ``DecodeError`` on any malformed field."""
     lb, pos = get_checked(words, end, 0, 32)
     tb, pos = get_checked(words, end, pos, 32)
     lam = field_f32(lb)
@@ -249,12 +250,13 @@ def _read(words, end, d, levels, out):
         if j1 > levels + 1:
             raise DecodeError("sparse_dither: magnitude level out of range")
         v = np.float32(lam + (j1 - 1) * step)
-        out[i] = -v if s else v
+        v = -v if s else v
+        out[i] = out[i] + v if add else v
     if pos != end:
         raise DecodeError("sparse_dither: trailing bits after the last kept coordinate")
 
 
-class SparseDither(Codec):
+class SparseDither(SparseDecodeCodec):
     """Sparse dithering ``sparse_dither(density=0.02, levels=4)``: unbiased, for well under 1 bit per coordinate.
 
     ``density``: expected fraction of coordinates kept; ``levels``: magnitude
@@ -307,7 +309,5 @@ class SparseDither(Codec):
                        np.uint64(key.stream("sparse_dither.levels")), words)
         return words.view(np.uint8), nbits
 
-    def _decode(self, data, nbits, d, key):
-        out = np.zeros(d, np.float32)
-        _read(load_words(data, nbits), nbits, d, self.levels, out)
-        return out
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
+        _read(load_words(data, nbits), nbits, d, self.levels, out, add)

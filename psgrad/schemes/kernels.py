@@ -107,19 +107,25 @@ def _pred_at(mem, a, i):
 
 
 @njit(cache=True)
-def _predict(mem, a, r_hat, add_r, out):
+def _predict(mem, a, r_hat, add_r, zero, out):
     for i in range(out.shape[0]):
         v = _pred_at(mem, a, i)
         if add_r:
             v += r_hat[i]
-        out[i] = v
+        out[i] = v + zero
 
 
-def predict(mem, a, r_hat=None):
-    """``M a (+ r_hat if given)`` in float32, for a non-empty memory: the mirrored reconstruction."""
+def predict(mem, a, r_hat=None, plus_zero=False):
+    """``M a (+ r_hat if given)`` in float32, for a non-empty memory: the mirrored reconstruction.
+
+    ``plus_zero``: ``M a + 0.0`` instead of ``M a``, which turns ``-0.0`` into ``+0.0`` and changes
+    nothing else: the base that a residual is then added to in place (``Codec.decode_add``), so that
+    where a sparse residual decoder skips a coordinate it holds what adding the residual's ``+0.0``
+    would give. (Otherwise ``-0.0`` is added, which changes nothing at all.)
+    """
     out = np.empty_like(mem[0])
     add_r = r_hat is not None
-    _predict(mem, a, r_hat if add_r else out, add_r, out)
+    _predict(mem, a, r_hat if add_r else out, add_r, np.float32(0.0 if plus_zero else -0.0), out)
     return out
 
 

@@ -118,16 +118,24 @@ class TPC(Scheme):
         fired = reader.field(1)
         k = len(state.memory)
         a_q = self.coefs.decode([reader.field(self.coefs.bits) for _ in range(k)], self.name)
-        r_hat = None
         if fired:
             data, nbits = reader.body()
-            r_hat = self.codec.decode(data, nbits, ctx.d, ctx.key)
         else:
             reader.finish()
         if k == 0:
-            g_hat = r_hat if fired else np.zeros(ctx.d, np.float32)
+            g_hat = self.codec.decode(data, nbits, ctx.d, ctx.key) if fired else np.zeros(ctx.d, np.float32)
+        elif fired and not self.codec.adds_in_place:  # one pass adds r_hat as the prediction is formed
+            g_hat = kernels.predict(state.memory, a_q, self.codec.decode(data, nbits, ctx.d, ctx.key))
         else:
-            g_hat = kernels.predict(state.memory, a_q, r_hat)
+            # M a_q + r_hat with r_hat added in place, with no r_hat array: qsgd and the sparsifiers visit
+            # only the coordinates they decode to non-zero, fp32 and fp16 add from the payload. The float32
+            # sums are those of ``pred + r_hat``; the prediction gets +0.0 first, so a -0.0 where the
+            # residual is skipped becomes +0.0 as it would by adding r_hat's +0.0. Only where a decoded
+            # residual is itself -0.0 (an underflowed level) on a -0.0 prediction is the sum +0.0, not -0.0.
+            # A DecodeError may leave g_hat half-updated; it is this call's own array and is discarded.
+            g_hat = kernels.predict(state.memory, a_q, plus_zero=fired)
+            if fired:
+                self.codec.decode_add(data, nbits, ctx.d, ctx.key, g_hat)
         g_hat = frozen(g_hat)
         return g_hat, TPCState(push(state.memory, g_hat, self.p), 0 if fired else state.silent + 1)
 

@@ -13,7 +13,8 @@ from hypothesis import given, settings, strategies as st
 import psgrad
 from psgrad.bitstream.codes import rice_len, rice_parameter
 from psgrad.bitstream.hadamard import padded_length
-from psgrad.codecs.buckets import bucket_count
+from psgrad.codecs.buckets import bucket_count, bucket_l2, bucket_size
+from psgrad.codecs.qsgd import _levels
 from psgrad.codecs.sparse import count_k
 
 NAMES = psgrad.codecs()
@@ -287,3 +288,38 @@ def test_rotated_sign_is_exact_on_a_one_hot_vector():
 def test_bad_hyperparameters_are_refused_with_the_reason(name, params):
     with pytest.raises(ValueError, match=next(iter(params))):
         psgrad.codec(name, **params)
+
+
+@pytest.mark.parametrize("levels,bucket,d,density,tail,long_codes", [
+    (4, 512, 5000, 1.0, 30.0, False),   # the usual stream: nearly every field in one table lookup
+    (127, 64, 6000, 1.0, 1.0, True),    # levels up to 127: long level codes
+    (2, 2048, 9000, 0.01, 3.0, True),   # sparse: gaps far beyond the table's
+    (1, 4, 1001, 0.5, 3.0, False),      # tiny buckets, d not a multiple of the bucket
+])
+def test_qsgd_decodes_exactly_the_levels_its_encoder_chose(levels, bucket, d, density, tail, long_codes):
+    rng = np.random.default_rng(levels)
+    x = (rng.standard_t(tail, d) * (rng.random(d) < density)).astype(np.float32)
+    c = psgrad.codec("qsgd", levels=levels, bucket=bucket)
+    b = bucket_size(d, bucket)
+    norms = bucket_l2(x, b).astype(np.float32)
+    lev = np.empty(d, np.int8)
+    _levels(x, b, norms, levels, np.uint64(KEY.stream("qsgd")), lev, np.empty((d + 63) // 64, np.uint64))
+    unit = np.repeat(norms.astype(np.float64) / levels, b)[:d]
+    expected = (np.abs(lev) * unit).astype(np.float32) * np.where(lev < 0, np.float32(-1), np.float32(1))
+    enc, out = roundtrip(c, x)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+    gaps = np.diff(np.flatnonzero(lev))
+    assert (np.abs(lev).max() >= 64 or gaps.max() > 64) == long_codes  # beyond the one-lookup fields
+
+
+def test_qsgd_refuses_a_level_above_its_levels_and_any_level_in_a_bucket_of_norm_zero():
+    one_hot = np.array([1, 0, 0, 0], np.float32)
+    for levels, short in ((2, True), (127, False)):  # a field in one table lookup, and code by code
+        enc = psgrad.codec("qsgd", levels=levels, bucket=4).encode(one_hot, KEY)
+        with pytest.raises(psgrad.DecodeError, match="level above"):
+            psgrad.codec("qsgd", levels=levels - 1, bucket=4).decode(enc.data, enc.nbits, 4, KEY)
+        zero_norm = enc.data.copy()
+        zero_norm[:4] = 0
+        with pytest.raises(psgrad.DecodeError, match="norm 0"):
+            psgrad.codec("qsgd", levels=levels, bucket=4).decode(zero_norm, enc.nbits, 4, KEY)
+        assert (enc.nbits - 32 - 6 <= 13) == short  # field after the norm, before the end code omega(4)

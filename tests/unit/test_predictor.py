@@ -145,3 +145,14 @@ def test_trigger_with_no_threshold_always_fires_and_max_silent_forces_a_send():
     assert Trigger().always and Trigger().fires(0.0, 0.0, 0.0, 0)
     t = Trigger(eps=1.0, max_silent=3)
     assert not t.fires(0.5, 1.0, 0.0, silent=2) and t.fires(0.5, 1.0, 0.0, silent=3)
+
+
+def test_prediction_plus_zero_turns_negative_zero_into_positive_zero_and_changes_nothing_else():
+    mem = (np.array([0.0, 1.5, -0.0, 2.0, 0.0], np.float32),)
+    a = np.array([-1.0], np.float32)
+    plain = kernels.predict(mem, a)
+    assert np.array_equal(plain.view(np.uint32), np.array([-0.0, -1.5, 0.0, -2.0, -0.0], np.float32).view(np.uint32))
+    assert np.array_equal(kernels.predict(mem, a, plus_zero=True).view(np.uint32),
+                          (plain + np.float32(0.0)).view(np.uint32))
+    assert np.array_equal(kernels.predict(mem, a, plus_zero=True).view(np.uint32),
+                          np.array([0.0, -1.5, 0.0, -2.0, 0.0], np.float32).view(np.uint32))

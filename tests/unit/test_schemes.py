@@ -3,6 +3,8 @@ import pytest
 
 import psgrad
 from psgrad.schemes import codec_mismatch
+from psgrad.schemes import kernels
+from psgrad.schemes.frame import FrameReader
 from psgrad.schemes.tpc import TPCState
 
 from scheme_problems import LeastSquares, Quadratic, RandK, Sign, TopK, train
@@ -214,3 +216,34 @@ def test_lag_rejects_a_skip_flag_followed_by_bits():
     state, _ = scheme.init(4)
     with pytest.raises(psgrad.DecodeError, match="expected 1"):
         scheme.reconstruct(state, psgrad.Encoded(np.array([0], np.uint8), 3), psgrad.Context(psgrad.Key(), 4))
+
+
+@pytest.mark.parametrize("codec", ["qsgd", "topk", "fp32", "natural"])  # natural: no in-place add
+def test_tpc_reconstruction_is_prediction_plus_decoded_residual_bit_for_bit(codec):
+    # zeros of the gradient where the memory is zero: with a negative coefficient the prediction is -0.0
+    # there, and the reconstruction must hold the +0.0 of -0.0 + r_hat's +0.0
+    d = 1500
+    rng = np.random.default_rng(4)
+    scheme = psgrad.scheme("tpc", codec, p=3, eps=0.0)
+    state, private = scheme.init(d)
+    g = rng.standard_normal(d).astype(np.float32)
+    g[::7] = 0.0
+    zero_preds = 0
+    for t in range(8):
+        ctx = psgrad.Context(psgrad.Key(0, 1, t), d, 0.0)
+        payload = scheme.encode(state, private, g, ctx)
+        g_hat, new_state = scheme.reconstruct(state, payload, ctx)
+        k = len(state.memory)
+        if k:
+            reader = FrameReader(payload, "tpc")
+            assert reader.field(1) == 1
+            a_q = scheme.coefs.decode([reader.field(scheme.coefs.bits) for _ in range(k)], "tpc")
+            data, nbits = reader.body()
+            pred = kernels.predict(state.memory, a_q)
+            zero_preds += np.count_nonzero(pred.view(np.uint32) == np.uint32(0x80000000))
+            expected = pred + scheme.codec.decode(data, nbits, d, ctx.key)
+            assert np.array_equal(g_hat.view(np.uint32), expected.view(np.uint32))
+        state = new_state
+        g = (-0.9 * g + 0.05 * rng.standard_normal(d)).astype(np.float32)
+        g[::7] = 0.0
+    assert zero_preds > 0
