@@ -91,19 +91,13 @@ class Codec:
         nbits = int(nbits)
         return Encoded(buf[: (nbits + 7) // 8], nbits)
 
-    def decode(self, data, nbits, d, key=Key(), out=None):
-        """Decode a payload of ``nbits`` bits into a float32 vector of length ``d``.
+    def decode(self, data, nbits, d, key=Key()):
+        """Decode a payload of ``nbits`` bits into a new float32 vector of length ``d``.
 
-        ``out``: a float32[d] array the codec may decode into instead of allocating (codecs that implement
-        ``_decode_into`` do; the others ignore it); the result is what is returned.
         Raises ``DecodeError`` for a payload that this codec could not have written.
         """
         data, nbits, d = self._checked(data, nbits, d)
-        if out is not None and type(self)._decode_into is not Codec._decode_into:
-            self._check_out(out, d)
-            out = self._decode_into(data, nbits, d, key, out)
-        else:
-            out = self._decode(data, nbits, d, key)
+        out = self._decode(data, nbits, d, key)
         if out.shape != (d,) or out.dtype != np.float32:
             raise AssertionError(f"{self.name}: decoder returned {out.dtype}{out.shape}, expected float32[{d}]")
         return out
@@ -149,10 +143,6 @@ class Codec:
         raise NotImplementedError
 
     def _decode(self, data, nbits, d, key):
-        raise NotImplementedError
-
-    def _decode_into(self, data, nbits, d, key, out):
-        """Optional: ``_decode`` writing into ``out`` (float32[d]) and returning it."""
         raise NotImplementedError
 
     def _decode_add(self, data, nbits, d, key, out):

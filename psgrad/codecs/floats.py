@@ -19,13 +19,9 @@ class Fp32(Codec):
         return x.view(np.uint8).copy(), 32 * x.shape[0]
 
     def _decode(self, data, nbits, d, key):
-        return self._decode_into(data, nbits, d, key, np.empty(d, np.float32))
-
-    def _decode_into(self, data, nbits, d, key, out):
         expect_bits(self.name, nbits, 32 * d)
-        raw = out.view(np.uint8)
-        if not (d and data.ctypes.data == raw.ctypes.data):  # the payload already lies in out: nothing to do
-            np.copyto(raw, data[: 4 * d])
+        out = np.empty(d, np.float32)
+        out.view(np.uint8)[:] = data[: 4 * d]
         return out
 
     def _decode_add(self, data, nbits, d, key, out):

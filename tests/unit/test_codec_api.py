@@ -44,24 +44,6 @@ def test_fixed_width_decoders_reject_a_wrong_length():
         psgrad.codec("fp32").decode(np.zeros(40, np.uint8), 312, 10)
 
 
-def test_fp32_decodes_into_a_given_buffer_even_in_place_and_other_codecs_ignore_it():
-    x = np.random.default_rng(2).standard_normal(64).astype(np.float32)
-    fp32 = psgrad.codec("fp32")
-    e = fp32.encode(x)
-    out = np.full(64, np.nan, np.float32)
-    assert fp32.decode(e.data, e.nbits, 64, out=out) is out and np.array_equal(out, x)
-    in_place = np.empty(64, np.float32)
-    in_place.view(np.uint8)[:] = e.data  # the payload already lies in the output buffer
-    assert fp32.decode(in_place.view(np.uint8), e.nbits, 64, out=in_place) is in_place
-    assert np.array_equal(in_place, x)
-    with pytest.raises(ValueError, match=r"out must be a contiguous float32\[64\]"):
-        fp32.decode(e.data, e.nbits, 64, out=np.empty(63, np.float32))
-    fp16 = psgrad.codec("fp16")
-    e = fp16.encode(x)
-    got = fp16.decode(e.data, e.nbits, 64, out=out)
-    assert got is not out and np.array_equal(got, fp16.decode(e.data, e.nbits, 64))
-
-
 def test_encoding_without_a_copy_gives_the_same_payload_and_fp32_shares_memory_read_only():
     x = np.random.default_rng(3).standard_normal(50).astype(np.float32)
     for name in psgrad.codecs():
