@@ -45,7 +45,8 @@ torch.set_num_threads(1)
 from . import config as config_mod  # noqa: E402
 from .errors import ConfigError, PsgradError  # noqa: E402
 from .runtime import checkpoint  # noqa: E402
-from .runtime.driver import Stopped, agree, build, handshake, resolve_workers, run_local, run_mpi  # noqa: E402
+from .runtime.driver import (Stopped, abort, agree, build, handshake, resolve_workers, run_local,  # noqa: E402
+                             run_mpi)
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
@@ -128,8 +129,7 @@ def main(argv=None):
             error = str(e)
         errors = agree(comm, error, timeout, "for every rank to check its config") if world > 1 else [error]
     except PsgradError as e:
-        print(f"psgrad: error on rank {rank}: {e}", file=sys.stderr, flush=True)
-        comm.Abort(1)
+        abort(comm, f"psgrad: error on rank {rank}: {e}")
         return 1
     if any(errors):
         if rank == 0:
@@ -154,9 +154,11 @@ def main(argv=None):
                   f"python -m psgrad.train --resume {Path(e.path).parent}", file=sys.stderr, flush=True)
         return EXIT_STOPPED
     except Exception as e:
-        print(f"psgrad: error on rank {rank}{describe(e)}", file=sys.stderr, flush=True)
-        if world > 1:
-            comm.Abort(1)
+        line = f"psgrad: error on rank {rank}{describe(e)}"
+        if world == 1:
+            print(line, file=sys.stderr, flush=True)
+            return 1
+        abort(comm, line)
         return 1
     return 0
 

@@ -93,15 +93,16 @@ def train_rounds(comm, d_target, label, rounds, out_dir):
 
 
 def replay(server, task, sc, t, reps=3):
-    """Median ms of the server's check, decode and aggregate of one round's N messages, the workers idle,
-    and of the frame check of those N messages computed as a pass of its own.
+    """Median ms of the server's check, decode and aggregate of one round's N messages, the workers idle;
+    of the frame check of those N messages computed as a pass of its own; and, for a scheme with a
+    predictor memory (TPC), of the N predictions ``M a`` alone, the part of decode no residual codec avoids.
 
     The messages are encoded here from the server's own mirrors (equal to the agents' states) and real
     gradients; each repetition starts from the same mirrors. On an oversubscribed machine this is the
     server's hot path without the 8 workers competing for its core.
     """
     from .. import wire
-    from ..schemes import Context
+    from ..schemes import Context, kernels
 
     frames = []
     for a in range(server.n_agents):
@@ -110,12 +111,18 @@ def replay(server, task, sc, t, reps=3):
         enc = sc.encode(server.mirrors[a], private, g, Context(server.key(a, t), task.d, server.model_delta_sq))
         frames.append(wire.pack(wire.Kind.UPDATE, t, a, enc.data, enc.nbits))
     mirrors = list(server.mirrors)
-    out = {k: [] for k in ("check", "decode", "aggregate", "check pass alone")}
+    memories = [getattr(m, "memory", ()) for m in mirrors]
+    out = {k: [] for k in ("check", "decode", "aggregate", "check pass alone", "prediction alone")}
     for _ in range(reps):
         t0 = time.perf_counter()
         for frame in frames:  # what the frame check costs as a pass of its own (fp32 rows do it while summing)
             wire.frame_check(frame)
         out["check pass alone"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for mem in memories:
+            if mem:
+                kernels.predict(mem, np.ones(len(mem), np.float32))
+        out["prediction alone"].append(time.perf_counter() - t0)
         before = dict(server.phases.current)
         for a, frame in enumerate(frames):
             buf = server.inbox.take(len(frame))  # as the MPI driver receives it
@@ -323,11 +330,13 @@ def write(out, runs, rows, rss, rounds, reps, seconds):
         lines.append(f"| {r['d']:.3g} | {r['label']} | " + " | ".join(f"{r['worker'][k]:.1f}" for k in WORKER_PHASES)
                      + " |")
     lines += ["", "## Server hot path replayed with the workers idle (same messages, same server)", "",
-              "| d | scheme | check | decode | aggregate | frame check as a pass of its own |",
-              "|---|---|---|---|---|---|"]
+              "| d | scheme | check | decode | aggregate | frame check as a pass of its own | "
+              "prediction alone |",
+              "|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['d']:.3g} | {r['label']} | " + " | ".join(
-            f"{r['quiet'][k]:.1f}" for k in ("check", "decode", "aggregate", "check pass alone")) + " |")
+            f"{r['quiet'][k]:.1f}" for k in ("check", "decode", "aggregate", "check pass alone",
+                                              "prediction alone")) + " |")
     lines += ["", "## Floors and the alternative", "",
               "| d | scheme | message bytes | MPI Gather of them | sum of 8 vectors | DDP-gloo round | gloo allreduce |",
               "|---|---|---|---|---|---|---|"]
@@ -362,7 +371,9 @@ def write(out, runs, rows, rss, rounds, reps, seconds):
               "frame and computes its check in the same pass; "
               "*send* posts and completes the sends. Exchange = receive + check on the server. The idle table's "
               "last column times the frame check of the same N messages as a pass of its own: what the fp32 "
-              "exchange would add if the check were a pass of its own. The sum floor is measured on rank 0 "
+              "exchange would add if the check were a pass of its own; *prediction alone* times TPC's N "
+              "predictions M a (p memory vectors read, one written, per agent), which every TPC decode does "
+              "whatever codec carries the residual. The sum floor is measured on rank 0 "
               "while the other ranks sleep. *CPU time* is the server thread's own CPU time in a phase: with "
               "9 ranks on 2 cores, a phase's wall time also counts the time the server waited for a core. "
               "The model goes to "

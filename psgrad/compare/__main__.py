@@ -21,6 +21,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from ..errors import ConfigError  # noqa: E402
+from ..runtime.driver import abort  # noqa: E402
 from . import load, run_comparison  # noqa: E402
 
 
@@ -53,9 +54,11 @@ def main(argv=None):
             print(f"psgrad.compare: config error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        print(f"psgrad.compare: error on rank {rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        if comm is not None:
-            comm.Abort(1)
+        line = f"psgrad.compare: error on rank {rank}: {type(e).__name__}: {e}"
+        if comm is None:
+            print(line, file=sys.stderr, flush=True)
+            return 1
+        abort(comm, line)
         return 1
     if rows is not None:
         print((comparison.out / "table.md").read_text())

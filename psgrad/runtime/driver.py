@@ -5,6 +5,7 @@ the way bytes move differs, so a local run and an MPI run with the same
 config end with bit-identical models and bit counts.
 """
 import json
+import sys
 import time
 
 import numpy as np
@@ -25,6 +26,7 @@ TAG_STATE = 8  # a worker's part of a checkpoint
 TAG_INFO = 9   # a worker's agent metrics at the end of the run
 TAG_MODEL = 10  # the model frame, server -> each worker
 DEFAULT_LOCAL_WORKERS = 8
+ABORT_GRACE = 0.5  # seconds between an error line and MPI_Abort
 
 
 def agent_layout(n_workers, agents_per_worker):
@@ -259,6 +261,17 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None, resume=None, stop=NoSt
         phases.close_round()
     send_bytes(comm, json.dumps(worker.info).encode(), TAG_INFO, timeout, "sending the agent metrics")
     return None, worker
+
+
+def abort(comm, line):
+    """Print ``line`` to stderr and end every rank of the job (MPI_Abort, status 1).
+
+    The pause first gives the launcher time to forward the line: MPI_Abort kills the job at once, and
+    mpiexec may exit before it has read what a rank wrote just before.
+    """
+    print(line, file=sys.stderr, flush=True)
+    time.sleep(ABORT_GRACE)
+    comm.Abort(1)
 
 
 def send_bytes(comm, data, tag, timeout, what):

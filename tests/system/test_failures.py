@@ -41,7 +41,7 @@ def test_a_config_error_ends_every_rank_with_status_2_and_one_line(tmp_path, ove
 
 def test_an_exception_on_one_worker_ends_the_job_naming_rank_agent_and_round(tmp_path):
     r, elapsed = mpirun(["tests/system/faulty_train.py", "raise", "2", "--set", "run.rounds=20"], tmp_path)
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stderr
     line = first_psgrad_line(r.stderr)
     assert line == "psgrad: error on rank 2 (agent 1, round 2): RuntimeError: injected fault", r.stderr
     assert elapsed < LIMIT - 30
@@ -49,7 +49,7 @@ def test_an_exception_on_one_worker_ends_the_job_naming_rank_agent_and_round(tmp
 
 def test_an_exception_on_the_server_ends_the_job_naming_rank_agent_and_round(tmp_path):
     r, elapsed = mpirun(["tests/system/faulty_train.py", "server-raise", "0", "--set", "run.rounds=20"], tmp_path)
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stderr
     line = first_psgrad_line(r.stderr)
     assert line == "psgrad: error on rank 0 (agent 1, round 2): RuntimeError: injected fault", r.stderr
     assert elapsed < LIMIT - 30
@@ -58,7 +58,7 @@ def test_an_exception_on_the_server_ends_the_job_naming_rank_agent_and_round(tmp
 def test_a_hung_worker_times_the_server_out_and_ends_every_rank(tmp_path):
     r, elapsed = mpirun(["tests/system/faulty_train.py", "hang", "1", "--set", "run.rounds=20",
                          "--set", "run.timeout=3"], tmp_path)
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stderr
     line = first_psgrad_line(r.stderr)
     assert line == ("psgrad: error on rank 0 (round 2): PsgradError: timed out after 3 s waiting for agents [0] "
                     "on ranks [1]"), r.stderr
@@ -68,7 +68,7 @@ def test_a_hung_worker_times_the_server_out_and_ends_every_rank(tmp_path):
 def test_a_rank_that_never_reaches_the_start_up_handshake_ends_the_job_after_run_timeout(tmp_path):
     r, elapsed = mpirun(["tests/system/faulty_train.py", "late", "2", "--set", "run.timeout=3"], tmp_path,
                         env={"PSGRAD_PAUSE": "600"})
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stderr
     assert first_psgrad_line(r.stderr).endswith(
         ": timed out after 3 s waiting for every rank at the start-up handshake"), r.stderr
     assert elapsed < LIMIT - 30
@@ -86,7 +86,7 @@ def test_a_worker_that_dies_ends_the_job(tmp_path):
 def test_a_worker_that_dies_is_reported_by_the_server_when_the_launcher_does_not_clean_up(tmp_path):
     r, elapsed = mpirun(["tests/system/faulty_train.py", "die", "2", "--set", "run.rounds=20",
                          "--set", "run.timeout=3"], tmp_path, mpirun_options=["-disable-auto-cleanup"])
-    assert r.returncode != 0
+    assert r.returncode != 0, r.stderr
     line = first_psgrad_line(r.stderr)
     assert line == ("psgrad: error on rank 0 (round 2): PsgradError: timed out after 3 s waiting for agents [1] "
                     "on ranks [2]"), r.stderr
