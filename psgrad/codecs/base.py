@@ -49,9 +49,9 @@ class Codec:
 
     name = ""
     unbiased = False
-    # True when the payload is the decoded vector itself (little-endian float32): ``decode`` with ``out`` whose
-    # bytes already hold the payload has nothing left to do, so a receiver can copy a payload straight into
-    # its decode buffer (while checking it) and decode in place.
+    # True when the payload is the decoded vector itself (little-endian float32): a receiver may use the
+    # payload's bytes as the decoded vector (the server adds them to its sum as they lie in the message), and
+    # an encoder may send the input's own bytes.
     raw_float32 = False
 
     def omega(self, d):
