@@ -5,12 +5,13 @@ For an ``mlp`` on digits with ``task.hidden`` chosen to give ``d`` parameters
 QSGD-compressed residual are trained for a few rounds with the real MPI driver;
 the per-phase timers the runtime keeps (``psgrad.runtime.phases``) give the
 median over the rounds after the first four (numba compilation, TPC's memory filling up) of every phase on
-the server and on worker rank 1. In the same run:
+the server (wall and CPU time) and on worker rank 1, and the server's hot path is replayed with the workers
+idle. In the same run:
 
 - floors: an MPI Gather of the same bytes (each worker's message-sized
   buffer to rank 0; the faster of blocking ``Gatherv`` and ``Igatherv``
   polled like psgrad polls), and summing N float32 vectors of length d with
-  numpy on rank 0;
+  numpy on rank 0 while the other ranks sleep;
 - the alternative: ``torch.distributed`` DDP with the gloo backend on the 8
   worker ranks (rank 0 idles), the same model and shards, timed per round
   (forward, backward with the gradient allreduce, SGD step), and a bare

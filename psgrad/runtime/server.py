@@ -31,9 +31,9 @@ own state back by one round (wire FLAG_DROPS), so the two copies stay equal.
 A well-formed SKIPPED message (the agent's gradient was not finite under
 ``run.nonfinite: skip``) contributes nothing and leaves the mirror unchanged.
 """
-import numpy as np
-
 from typing import NamedTuple
+
+import numpy as np
 
 from .. import wire
 from ..codecs.base import Encoded, Key
