@@ -82,10 +82,9 @@ TARGETS.update(topk=15.0, rotated_sign=15.0, spherical=(100.0, 10.0), sparse_dit
 
 # why a codec misses its speed target, where it does (shown in the table)
 WHY = {
-    "qsgd": "the Elias-omega stream is serial: every non-zero level (about 14% of coordinates at the "
-            "defaults) costs a table lookup whose length decides where the next field starts, a chain of "
-            "about 20 cycles per non-zero on decode; encode adds a float64 norm pass and a level pass "
-            "with one random draw per coordinate before the writer",
+    "qsgd": "encode: a float64 norm pass and a level pass with one random draw per coordinate come before "
+            "the writer, which appends each non-zero level's gap, sign and level (about 14% of coordinates "
+            "at the defaults) to a serial Elias-omega stream",
     "terngrad": "a max pass, then one random draw per coordinate; decode writes a fresh 4d-byte output",
     "natural": "one random draw per coordinate; decode writes a fresh 4d-byte output",
     "natural_dither": "float64 norm pass, float64 division and a random draw per coordinate, then 4-bit "
