@@ -14,6 +14,7 @@
 # logs, and the job's results; nothing under /etc is changed. All traffic is on 127.0.0.1.
 # Exit status: 0 when the job completed with its results, 1 otherwise (with the reason).
 set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # the daemons live in sbin, not on every PATH
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
