@@ -59,11 +59,11 @@ class Raw(NamedTuple):
 
 
 class Inbox:
-    """Receive buffers for uplink messages, lent and given back: no allocation per message.
+    """Receive buffers for uplink messages, lent and given back: no allocation per message once the pool
+    holds buffers as large as the messages.
 
-    Every buffer is as large as the largest frame the server accepts (pages
-    never written are never backed by memory); there are as many as messages
-    held at once, at most one more than the messages held back for their turn.
+    There are as many buffers as messages held at once: at most one more than the messages held back for
+    their turn. A free buffer too small for a message is dropped for a new one of the message's size.
     """
 
     def __init__(self, limit):
@@ -75,7 +75,9 @@ class Inbox:
         """A uint8 view of exactly ``nbytes`` bytes (a message over the limit is received whole, then refused)."""
         if nbytes > self.limit:
             return np.empty(nbytes, np.uint8)
-        buf = self.free.pop() if self.free else np.empty(self.limit, np.uint8)
+        buf = self.free.pop() if self.free else None
+        if buf is None or buf.shape[0] < nbytes:
+            buf = np.empty(nbytes, np.uint8)
         self.lent[id(buf)] = buf
         return buf[:nbytes]
 

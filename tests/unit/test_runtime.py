@@ -8,7 +8,7 @@ from psgrad import config, wire
 from psgrad.errors import MirrorError, WireError
 from psgrad.runtime.driver import agent_layout, build, resolve_workers, run_local
 from psgrad.runtime.kernels import axpy
-from psgrad.runtime.server import Server
+from psgrad.runtime.server import Inbox, Server
 from psgrad.runtime.worker import Worker
 
 
@@ -160,6 +160,24 @@ def test_a_payload_held_back_from_a_buffer_the_server_does_not_own_is_copied(tmp
     for r in (1, 2):
         server.receive(0, frames[r - 1], r)
     assert np.array_equal(server.acc, expected)
+
+
+def test_the_inbox_lends_each_buffer_once_and_reuses_what_comes_back():
+    inbox = Inbox(limit=100)
+    a, b = inbox.take(40), inbox.take(60)
+    assert a.shape == (40,) and b.shape == (60,) and not np.shares_memory(a, b)
+    assert inbox.owns(a) and inbox.owns(b) and not inbox.owns(np.empty(40, np.uint8))
+    inbox.give_back(a)
+    inbox.give_back(a)  # twice, or a buffer it never lent: nothing happens
+    inbox.give_back(np.empty(8, np.uint8))
+    assert not inbox.owns(a) and len(inbox.free) == 1
+    c = inbox.take(30)  # fits in the buffer given back
+    assert np.shares_memory(c, a) and inbox.free == []
+    inbox.give_back(c)
+    d = inbox.take(50)  # too large for it: a new buffer, the small one dropped
+    assert not np.shares_memory(d, a) and inbox.free == [] and inbox.owns(d)
+    big = inbox.take(101)  # over the limit: received whole to be refused, not pooled
+    assert big.shape == (101,) and not inbox.owns(big)
 
 
 def _corrupted(frame):
