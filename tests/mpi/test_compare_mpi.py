@@ -1,11 +1,11 @@
 """A comparison under MPI equals the same comparison in one process: ``mpirun -n 3 python -m pytest --with-mpi
 -m mpi tests/mpi/test_compare_mpi.py``."""
-import csv
 import filecmp
 
 import pytest
 
 from psgrad.compare import from_dict, run_comparison
+from run_files import rows
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
 
@@ -23,18 +23,6 @@ def comparison(root, workers):
              "grid": {"optim.lr": [0.5, 1.0]}},
         ],
     })
-
-
-@pytest.fixture
-def mpi_comm():
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD
-
-
-def rows(path):
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
 
 
 def test_comparison_under_mpi_writes_the_same_tables_and_runs_as_in_one_process(mpi_comm, tmp_path):

@@ -1,5 +1,4 @@
 """Protocol tests on real MPI ranks: ``mpirun -n 3 python -m pytest --with-mpi -m mpi tests/mpi``."""
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 
 from psgrad import config
 from psgrad.runtime.driver import build, resolve_workers, run_local, run_mpi
+from run_files import rows
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
 
@@ -26,11 +26,6 @@ def mpi_and_local(comm, tmp_path, *overrides):
     local_cfg = resolve_workers(config.load(None, [*base, "run.name=local", f"run.workers={comm.Get_size() - 1}"]), 1)
     local_summary, local_server = run_local(local_cfg, *build(local_cfg), log=lambda line: None)
     return Path(root), summary, node, local_summary, local_server
-
-
-def rows(path):
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("overrides", [
@@ -61,10 +56,3 @@ def test_accounted_wire_bytes_equal_what_mpi_delivered(mpi_comm, tmp_path):
     for m in messages:  # received_bytes is MPI's Get_count for that message
         assert int(m["wire_bytes"]) == int(m["received_bytes"])
     assert sum(int(m["received_bytes"]) for m in messages) == summary["uplink_wire_bytes"]
-
-
-@pytest.fixture
-def mpi_comm():
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD

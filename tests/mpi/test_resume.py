@@ -1,5 +1,4 @@
 """Checkpoint and resume on real MPI ranks: ``mpirun -n 3 python -m pytest --with-mpi -m mpi tests/mpi``."""
-import csv
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import psgrad
 from psgrad import config
 from psgrad.runtime import checkpoint
 from psgrad.runtime.driver import NoStop, Stopped, build, resolve_workers, run_local, run_mpi
+from run_files import rows
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
 
@@ -39,11 +39,6 @@ class StopAt:
         return self.calls >= self.n
 
 
-def rows(path):
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
-
-
 @pytest.mark.parametrize("scheme_name", psgrad.schemes())
 def test_an_mpi_run_stopped_by_one_worker_resumes_equal_to_an_uninterrupted_local_run(mpi_comm, tmp_path,
                                                                                       scheme_name):
@@ -69,10 +64,3 @@ def test_an_mpi_run_stopped_by_one_worker_resumes_equal_to_an_uninterrupted_loca
         assert rows(root / "mpi" / name) == rows(root / "local" / name)
     for k in ("uplink_payload_bits", "uplink_wire_bytes", "downlink_payload_bits", "final", "agent_loss"):
         assert summary[k] == local_summary[k]
-
-
-@pytest.fixture
-def mpi_comm():
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD

@@ -3,26 +3,15 @@
 A representative set (a private accumulator, shifts, a trigger, the predictor) must give the very same
 model and bit counts over MPI as in one process, with every agent's state digest checked every round.
 """
-import csv
 from pathlib import Path
 
 import pytest
 
 from psgrad import config
 from psgrad.runtime.driver import build, resolve_workers, run_local, run_mpi
+from run_files import rows
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def mpi_comm():
-    from mpi4py import MPI
-    return MPI.COMM_WORLD
-
-
-def rows(path):
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("scheme,params", [

@@ -4,7 +4,6 @@ A resumed job must end with the model, metrics.csv, agents.csv and bit counts
 of the same job never interrupted (computed here in one process: an MPI run
 equals a local run bit for bit).
 """
-import csv
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import numpy as np
 from psgrad import config
 from psgrad.runtime import checkpoint
 from psgrad.runtime.driver import build, resolve_workers, run_local
+from run_files import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 120
@@ -63,11 +63,6 @@ def uninterrupted(tmp_path):
     cfg = resolve_workers(config.load(None, [*SETTINGS, f"run.results_dir={tmp_path}", "run.name=ref",
                                              "run.workers=2"]), 1)
     return run_local(cfg, *build(cfg), log=lambda line: None)
-
-
-def rows(path):
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
 
 
 def assert_equal_to_uninterrupted(tmp_path, name):

@@ -1,4 +1,3 @@
-import csv
 import json
 from typing import NamedTuple
 
@@ -11,6 +10,7 @@ from psgrad.errors import ConfigError
 from psgrad.runtime import checkpoint
 from psgrad.runtime.driver import Stopped, build, resolve_workers, run_local
 from psgrad.schemes import digest
+from run_files import rows
 from schemes_under_test import representative_codec
 
 TASK = ["task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "optim.schedule=cosine", "optim.lr=0.2",
@@ -23,11 +23,6 @@ def make(tmp_path, name, *overrides):
                           1)
     task, sc = build(cfg)
     return cfg, task, sc
-
-
-def rows(path):
-    with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(f)]
 
 
 def comparable(summary):
