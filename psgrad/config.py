@@ -157,15 +157,21 @@ def dump(cfg, path):
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def _apply_override(data, item):
+def parse_override(item, form, example, min_parts=1):
+    """``(key parts, value)`` of an override ``a.b.c=value``, the value read as YAML (as text where it is not
+    YAML); ``ConfigError`` naming the expected ``form`` and an ``example`` when it is malformed."""
     key, sep, raw = item.partition("=")
     parts = key.strip().split(".")
-    if not sep or len(parts) < 2 or not all(parts):
-        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. run.rounds=50)")
+    if not sep or len(parts) < min_parts or not all(parts):
+        raise ConfigError(f"override {item!r} must look like {form} (e.g. {example})")
     try:
-        value = yaml.safe_load(raw)
+        return parts, yaml.safe_load(raw)
     except yaml.YAMLError:
-        value = raw
+        return parts, raw
+
+
+def _apply_override(data, item):
+    parts, value = parse_override(item, "section.key=value", "run.rounds=50", min_parts=2)
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})

@@ -36,7 +36,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from .. import config as config_mod
 from ..errors import ConfigError
@@ -124,14 +123,7 @@ def load(path, overrides=()):
 
 def _override(data, item):
     """Apply ``key.path=value`` (value read as YAML) to the comparison file's mapping."""
-    key, sep, raw = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise ConfigError(f"override {item!r} must look like key.path=value (e.g. base.run.rounds=50)")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
+    parts, value = config_mod.parse_override(item, "key.path=value", "base.run.rounds=50")
     node = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
