@@ -36,7 +36,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from .. import config as config_mod
 from ..errors import ConfigError
 
