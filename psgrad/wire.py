@@ -31,6 +31,19 @@ corruptions (two flipped bits, swapped or reordered words, several damaged
 words) go unnoticed only if 64-bit values collide, or for a few structured
 patterns of three or more bits such as bit 63 of word k with bits 63 and 31 of
 word k + 32. See docs/wire-format.md.
+
+Flags of an UPDATE (agent -> server):
+
+    bit 0  DIGEST   a 32-byte SHA-256 digest of the agent's mirrored state follows the payload
+    bit 3  SKIPPED  the agent skipped this round (non-finite gradient); the payload is empty
+    bit 4  STOP     the agent's rank was asked to stop (SIGTERM): checkpoint and stop at the next round
+
+Flags of a MODEL (server -> workers):
+
+    bit 1  CHECKPOINT  before computing this round, send the server your agents' state for a checkpoint
+    bit 2  STOP        after that, stop: the run is being preempted
+    bit 5  DROPS       the payload ends with one bit per agent: 1 = the server dropped that agent's
+                       previous message, so the agent rolls its scheme state back by one round
 """
 import enum
 import struct
@@ -119,7 +132,7 @@ def _rows(lanes, src):
     at run time: in that form it compiles to vector multiplies with all the lanes' chains in flight, which a
     loop that also copies or adds does not.
     """
-    m = np.uint64(0x9E3779B97F4A7C15)
+    m = _MUL
     r = np.uint64(32)
     L = lanes.shape[0]
     s = np.empty(L, np.uint64)
@@ -145,7 +158,7 @@ def _absorb(lanes, k0, src, dst, x, acc, wt):
     ``src``'s length). A step ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and
     of ``w`` for fixed ``s``.
     """
-    m = np.uint64(0x9E3779B97F4A7C15)
+    m = _MUL
     r = np.uint64(32)
     L = lanes.shape[0]
     n = src.shape[0]
@@ -275,7 +288,7 @@ def parse(buf, verify=True):
     """Parse and validate one received frame (a uint8 array of exactly the received length).
 
     ``verify=False`` validates everything but the check, which the caller then verifies with ``verify_frame``
-    (so that the pass computing it can also copy the payload where the receiver wants it).
+    (so that the pass computing it can also add a float32 payload to a sum).
     """
     buf = np.asarray(buf, dtype=np.uint8)
     if buf.shape[0] < HEADER_BYTES:
