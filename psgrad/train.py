@@ -113,6 +113,7 @@ def main(argv=None):
 
     comm = MPI.COMM_WORLD
     world = 1 if args.local else comm.Get_size()
+    mpi = comm if world > 1 else None  # what an error ends: every rank of an MPI job, or this process
     rank = 0 if args.local else comm.Get_rank()
     import_s = process_age()
 
@@ -129,7 +130,7 @@ def main(argv=None):
             error = str(e)
         errors = agree(comm, error, timeout, "for every rank to check its config") if world > 1 else [error]
     except PsgradError as e:
-        abort(comm, f"psgrad: error on rank {rank}: {e}")
+        abort(mpi, f"psgrad: error on rank {rank}: {e}")
         return 1
     if any(errors):
         if rank == 0:
@@ -154,11 +155,7 @@ def main(argv=None):
                   f"python -m psgrad.train --resume {Path(e.path).parent}", file=sys.stderr, flush=True)
         return EXIT_STOPPED
     except Exception as e:
-        line = f"psgrad: error on rank {rank}{describe(e)}"
-        if world == 1:
-            print(line, file=sys.stderr, flush=True)
-            return 1
-        abort(comm, line)
+        abort(mpi, f"psgrad: error on rank {rank}{describe(e)}")
         return 1
     return 0
 

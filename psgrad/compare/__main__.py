@@ -54,11 +54,7 @@ def main(argv=None):
             print(f"psgrad.compare: config error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        line = f"psgrad.compare: error on rank {rank}: {type(e).__name__}: {e}"
-        if comm is None:
-            print(line, file=sys.stderr, flush=True)
-            return 1
-        abort(comm, line)
+        abort(comm, f"psgrad.compare: error on rank {rank}: {type(e).__name__}: {e}")
         return 1
     if rows is not None:
         print((comparison.out / "table.md").read_text())

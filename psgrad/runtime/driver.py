@@ -264,14 +264,15 @@ def run_mpi(cfg, task, sc, comm, log=print, timings=None, resume=None, stop=NoSt
 
 
 def abort(comm, line):
-    """Print ``line`` to stderr and end every rank of the job (MPI_Abort, status 1).
+    """Print the error ``line`` to stderr; in an MPI job (``comm`` not None), end every rank (MPI_Abort, status 1).
 
     The pause first gives the launcher time to forward the line: MPI_Abort kills the job at once, and
     mpiexec may exit before it has read what a rank wrote just before.
     """
     print(line, file=sys.stderr, flush=True)
-    time.sleep(ABORT_GRACE)
-    comm.Abort(1)
+    if comm is not None:
+        time.sleep(ABORT_GRACE)
+        comm.Abort(1)
 
 
 def send_bytes(comm, data, tag, timeout, what):
