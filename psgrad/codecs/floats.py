@@ -20,9 +20,7 @@ class Fp32(Codec):
 
     def _decode(self, data, nbits, d, key):
         expect_bits(self.name, nbits, 32 * d)
-        out = np.empty(d, np.float32)
-        out.view(np.uint8)[:] = data[: 4 * d]
-        return out
+        return data[: 4 * d].copy().view(np.float32)
 
     def _decode_add(self, data, nbits, d, key, out):
         expect_bits(self.name, nbits, 32 * d)
