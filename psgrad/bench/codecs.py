@@ -98,7 +98,6 @@ WHY = {
                  "1.7 ms); the inverse Hadamard rotation adds about 10 ms and the walk of the trellis path about "
                  "10 ms. Shorter blocks miss the 1.5 error target and no turn loses exact unbiasedness "
                  "(docs/operators.md)",
-    "sparse_dither": "",
     "sign": "", "scaled_sign": "",
 }
 
