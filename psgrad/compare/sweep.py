@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .. import config as config_mod
 from ..errors import ConfigError, PsgradError
 from ..plot import read_metrics
-from ..runtime.driver import agree, build, handshake, resolve_workers, run_local, run_mpi
+from ..runtime.driver import agree, build, build_scheme, handshake, resolve_workers, run_local, run_mpi
 from . import figures, table
 from .spec import with_seed
 
@@ -119,20 +119,9 @@ def check_target(comparison, world):
     for p in comparison.points:
         try:
             resolve_workers(copy.deepcopy(p.cfg), world)
-            build_scheme_for(p.cfg, task.d)
+            build_scheme(p.cfg).check_codec(task.d)
         except (ConfigError, ValueError) as e:
             raise ConfigError(f"contender {p.label!r} ({p.describe()}): {e}") from None
-
-
-def build_scheme_for(cfg, d):
-    """Build a run's scheme and check its codec fits it, without building the task again."""
-    from ..schemes import scheme as make_scheme
-
-    sc = make_scheme(cfg.scheme.name, cfg.scheme.codec, cfg.scheme.codec_params, **cfg.scheme.params)
-    check = getattr(sc, "check_codec", None)
-    if check is not None:
-        check(d)
-    return sc
 
 
 def write_outputs(comparison, results, repeats, winners, world):

@@ -54,9 +54,12 @@ def resolve_workers(cfg, world_size):
 def build(cfg):
     """The task and scheme of a run (``run.workers`` resolved), identical on every rank."""
     n_agents = cfg.run.workers * cfg.run.agents_per_worker
-    task = make_task(cfg.task, n_agents, cfg.run.seed)
-    sc = make_scheme(cfg.scheme.name, cfg.scheme.codec, cfg.scheme.codec_params, **cfg.scheme.params)
-    return task, sc
+    return make_task(cfg.task, n_agents, cfg.run.seed), build_scheme(cfg)
+
+
+def build_scheme(cfg):
+    """The scheme (with its codec) of a run."""
+    return make_scheme(cfg.scheme.name, cfg.scheme.codec, cfg.scheme.codec_params, **cfg.scheme.params)
 
 
 class Stopped(PsgradError):
