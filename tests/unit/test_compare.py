@@ -191,6 +191,9 @@ def test_unknown_codec_or_metric_stops_the_comparison_before_any_run(tmp_path):
     data["contenders"][1]["codec"] = "fp8"
     with pytest.raises(ConfigError, match="contender 'fp16'.*unknown codec 'fp8'"):
         run_comparison(from_dict(data), progress=False)
+    data["contenders"][1].update(scheme="diana", codec="topk")  # diana needs an unbiased codec
+    with pytest.raises(ConfigError, match="contender 'fp16'.*needs a unbiased codec"):
+        run_comparison(from_dict(data), progress=False)
     with pytest.raises(ConfigError, match="evaluates train_loss, test_loss, suboptimality; got 'test_accuracy'"):
         run_comparison(tiny(tmp_path, target={"metric": "test_accuracy", "at_least": 0.9}), progress=False)
     assert not (tmp_path / "tiny" / "runs").exists()
