@@ -7,11 +7,23 @@ The public codec API::
     enc = c.encode(x, psgrad.Key(seed=0, agent=3, round=17))
     x_hat = c.decode(enc.data, enc.nbits, len(x), psgrad.Key(seed=0, agent=3, round=17))
 """
-from .codecs import Codec, Encoded, Key, codec, codecs
-from .errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError
-from .schemes import Context, Scheme, digest, scheme, schemes
-
 __version__ = "0.1.0"
 
-__all__ = ["Codec", "ConfigError", "Context", "DecodeError", "Encoded", "Key", "MirrorError", "PsgradError",
-           "Scheme", "WireError", "codec", "codecs", "digest", "scheme", "schemes", "__version__"]
+from .codecs import Codec, Encoded, Key, codec, codecs  # noqa: E402
+from .errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError  # noqa: E402
+from .schemes import Context, Scheme, digest, scheme, schemes  # noqa: E402
+
+# Loaded on first use: the runtime imports torch, which the codec API does not need.
+_LAZY = {"run": "api", "Result": "api"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'psgrad' has no attribute {name!r}")
+
+
+__all__ = ["Codec", "ConfigError", "Context", "DecodeError", "Encoded", "Key", "MirrorError", "PsgradError", "Result",
+           "Scheme", "WireError", "codec", "codecs", "digest", "run", "scheme", "schemes", "__version__"]

@@ -147,10 +147,14 @@ def read_yaml(path, what="config file"):
 
 def load(path=None, overrides=()):
     """Load ``path`` (YAML; None for the built-in default), then apply ``a.b=value`` overrides."""
-    data = {} if path is None else read_yaml(path)
+    return from_dict(apply_overrides({} if path is None else read_yaml(path), overrides))
+
+
+def apply_overrides(data, overrides):
+    """``data`` (nested dicts of a config) with every ``a.b=value`` of ``overrides`` applied in place."""
     for item in overrides:
         _apply_override(data, item)
-    return from_dict(data)
+    return data
 
 
 def dump(cfg, path):

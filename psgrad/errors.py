@@ -19,3 +19,17 @@ class WireError(DecodeError):
 
 class MirrorError(PsgradError, RuntimeError):
     """Agent and server copies of an agent's mirrored scheme state disagree."""
+
+
+def located(exc, agent=None, round_=None):
+    """Attach the agent and round being worked on to an exception (the innermost location wins)."""
+    if not hasattr(exc, "psgrad_where"):
+        exc.psgrad_where = (agent, round_)
+    return exc
+
+
+def describe(exc):
+    """`` (agent A, round T): Type: message`` for an exception ``located`` attached a place to."""
+    agent, round_ = getattr(exc, "psgrad_where", (None, None))
+    where = ", ".join(f"{k} {v}" for k, v in (("agent", agent), ("round", round_)) if v is not None)
+    return f"{f' ({where})' if where else ''}: {type(exc).__name__}: {exc}"

@@ -4,7 +4,6 @@ Each run folder's metrics.csv gives, on evaluation rounds, the model's
 metrics after the round's cumulative uplink payload bits.
 """
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -13,17 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .runtime.results import read_metrics
+
 PREFERRED = ("suboptimality", "train_loss", "test_loss", "test_accuracy")
-
-
-def read_metrics(run_dir):
-    """The evaluated rows of a run's metrics.csv as dicts of floats."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no metrics.csv (is it a psgrad run folder?)")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return [{k: float(v) for k, v in r.items() if v != ""} for r in rows]
 
 
 def metrics_of(rows):

@@ -42,11 +42,11 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from . import config as config_mod  # noqa: E402
-from .errors import ConfigError, PsgradError  # noqa: E402
+from . import api  # noqa: E402
+from .errors import ConfigError, describe  # noqa: E402
 from .runtime import checkpoint  # noqa: E402
-from .runtime.driver import (Stopped, abort, agree, build, handshake, resolve_workers, run_local,  # noqa: E402
-                             run_mpi)
+from .runtime.loop import Stopped  # noqa: E402
+from .transport.mpi import abort  # noqa: E402
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
@@ -64,32 +64,8 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def prepare(args, world_size):
-    """Config, task, scheme and checkpoint (or None); raises ConfigError for anything the user got wrong."""
-    if args.resume is None:
-        cfg = config_mod.load(args.config, args.overrides)
-        resolve_workers(cfg, world_size)
-        task, sc = build(cfg)
-        return cfg, task, sc, None
-    folder = Path(args.resume)
-    if args.config is not None:
-        raise ConfigError("--resume takes the config from the run folder; leave out --config")
-    if not (folder / "config.yaml").is_file():
-        raise ConfigError(f"cannot resume: {folder} is not a run folder (no config.yaml)")
-    for item in args.overrides:
-        key = item.partition("=")[0].strip()
-        if key not in checkpoint.RESUMABLE:
-            raise ConfigError(f"--set {key} is not allowed with --resume: a resumed run computes what the original "
-                              f"would have; allowed: {', '.join(sorted(checkpoint.RESUMABLE))}")
-    cfg = config_mod.load(folder / "config.yaml", args.overrides)
-    cfg.run.results_dir, cfg.run.name = str(folder.parent), folder.name
-    resolve_workers(cfg, world_size)
-    task, sc = build(cfg)
-    return cfg, task, sc, checkpoint.load(folder, cfg, sc, task.d)
-
-
 class StopOnSignal:
-    """SIGTERM sets ``requested``; the drivers then stop at the next round boundary after a checkpoint."""
+    """SIGTERM sets ``requested``; the run then stops at the next round boundary after a checkpoint."""
 
     requested = False
 
@@ -101,61 +77,28 @@ class StopOnSignal:
         self.requested = True
 
 
-def describe(exc):
-    agent, round_ = getattr(exc, "psgrad_where", (None, None))
-    where = ", ".join(f"{k} {v}" for k, v in (("agent", agent), ("round", round_)) if v is not None)
-    return f"{f' ({where})' if where else ''}: {type(exc).__name__}: {exc}"
-
-
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from mpi4py import MPI
 
-    comm = MPI.COMM_WORLD
-    world = 1 if args.local else comm.Get_size()
-    mpi = comm if world > 1 else None  # what an error ends: every rank of an MPI job, or this process
-    rank = 0 if args.local else comm.Get_rank()
-    import_s = process_age()
-
-    # Set-up errors are the user's: one line, status 2, on every rank, agreed before anyone waits on anyone.
-    # Every collective here has a deadline: a rank that never arrives ends the job instead of hanging it.
-    error, timeout = None, config_mod.RunConfig.timeout
-    try:
-        try:
-            cfg, task, sc, resume = prepare(args, world)
-            timeout = cfg.run.timeout
-            if world > 1:
-                handshake(comm, cfg)
-        except ConfigError as e:
-            error = str(e)
-        errors = agree(comm, error, timeout, "for every rank to check its config") if world > 1 else [error]
-    except PsgradError as e:
-        abort(mpi, f"psgrad: error on rank {rank}: {e}")
-        return 1
-    if any(errors):
-        if rank == 0:
-            first = next(r for r, e in enumerate(errors) if e)
-            print(f"psgrad: config error{f' on rank {first}' if world > 1 else ''}: {errors[first]}",
-                  file=sys.stderr)
-        return EXIT_CONFIG
-
-    def log(line):
-        print(line, flush=True)
-
+    rank = 0 if args.local else MPI.COMM_WORLD.Get_rank()
+    timings = {"start_and_import": process_age()}
     stop = StopOnSignal().install()
     try:
-        timings = {"start_and_import": import_s}
-        if world > 1:
-            run_mpi(cfg, task, sc, comm, log, timings, resume=resume, stop=stop)
-        else:
-            run_local(cfg, task, sc, log, timings, resume=resume, stop=stop)
+        api.run(args.config, overrides=args.overrides, resume=args.resume, local=args.local,
+                log=lambda line: print(line, flush=True), stop=stop, timings=timings)
+    except ConfigError as e:  # raised on every rank alike
+        if rank == 0:
+            where = f" on rank {e.rank}" if getattr(e, "rank", None) is not None else ""
+            print(f"psgrad: config error{where}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     except Stopped as e:
         if rank == 0:
             print(f"psgrad: stopped on SIGTERM after {e.round} rounds; checkpoint written to {e.path}; continue with "
                   f"python -m psgrad.train --resume {Path(e.path).parent}", file=sys.stderr, flush=True)
         return EXIT_STOPPED
-    except Exception as e:
-        abort(mpi, f"psgrad: error on rank {rank}{describe(e)}")
+    except Exception as e:  # one process (under MPI, psgrad.run has already ended every rank)
+        abort(None, f"psgrad: error on rank {rank}{describe(e)}")
         return 1
     return 0
 

@@ -2,7 +2,7 @@
 
 For an ``mlp`` on digits with ``task.hidden`` chosen to give ``d`` parameters
 (d = 75 h + 10), one agent per worker, fp32 (direct) and TPC with a
-QSGD-compressed residual are trained for a few rounds with the real MPI driver;
+QSGD-compressed residual are trained for a few rounds with the real MPI transport;
 the per-phase timers the runtime keeps (``psgrad.runtime.phases``) give the
 median over the rounds after the first four (numba compilation, TPC's memory filling up) of every phase on
 the server (wall and CPU time) and on worker rank 1, and the server's hot path is replayed with the workers
@@ -64,7 +64,7 @@ def phase_medians(rounds, names):
 
 
 def poll_wait(request, timeout=600.0):
-    from ..runtime.driver import wait
+    from ..transport.mpi import wait
 
     wait(request, timeout, "in the round benchmark")
 
@@ -72,7 +72,7 @@ def poll_wait(request, timeout=600.0):
 def train_rounds(comm, d_target, label, rounds, out_dir):
     """Run psgrad for ``rounds`` rounds; rank 0 returns (server rows, worker-1 rows, summary)."""
     from .. import config
-    from ..runtime.driver import build, resolve_workers, run_mpi
+    from ..runtime.loop import build, resolve_workers, run_mpi
 
     h = hidden_for(d_target)
     cfg = config.load(None, [
@@ -126,7 +126,7 @@ def replay(server, task, sc, t, reps=3):
         out["prediction alone"].append(time.perf_counter() - t0)
         before = dict(server.phases.current)
         for a, frame in enumerate(frames):
-            buf = server.inbox.take(len(frame))  # as the MPI driver receives it
+            buf = server.inbox.take(len(frame))  # as the MPI transport receives it
             buf[:] = frame
             server.receive(t, buf, server.agent_rank[a])
         for k in ("check", "decode", "aggregate"):

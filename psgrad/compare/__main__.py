@@ -21,7 +21,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from ..errors import ConfigError  # noqa: E402
-from ..runtime.driver import abort  # noqa: E402
+from ..transport.mpi import abort  # noqa: E402
 from . import load, run_comparison  # noqa: E402
 
 

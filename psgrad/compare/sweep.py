@@ -2,7 +2,7 @@
 
 In one process every run goes through the local transport; under mpirun
 every rank walks the same sweep in the same order and each run goes through
-the MPI driver (rank 0 server, the other ranks workers). The drivers give
+the MPI transport (rank 0 server, the other ranks workers). The two give
 bit-identical runs, so the tables are identical either way.
 """
 import copy
@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from .. import config as config_mod
 from ..errors import ConfigError, PsgradError
-from ..plot import read_metrics
-from ..runtime.driver import agree, build, build_scheme, handshake, resolve_workers, run_local, run_mpi
+from ..runtime.results import read_metrics
+from ..runtime.loop import build, build_scheme, resolve_workers, run_local, run_mpi
+from ..transport.mpi import agree, handshake
 from . import figures, table
 from .spec import with_seed
 

@@ -5,6 +5,7 @@ are what the transport moved (header + payload rounded up to bytes + optional
 state digest), and must equal the byte count the receiver saw.
 """
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .. import wire
 
@@ -15,6 +16,8 @@ MESSAGE_FIELDS = ("round", "agent", "payload_bits", "header_bits", "padding_bits
 ROUND_FIELDS = ("up_payload_bits", "up_header_bits", "up_padding_bits", "up_digest_bits", "up_wire_bytes",
                 "down_payload_bits", "down_wire_bytes")
 CUMULATIVE_FIELDS = ("cum_up_payload_bits", "cum_up_wire_bytes", "cum_down_payload_bits", "cum_down_wire_bytes")
+# The cumulative counters as one value, for checkpoints
+Totals = NamedTuple("Totals", [(name, int) for name in CUMULATIVE_FIELDS])
 
 
 # A frame may carry at most this many payload bits per coordinate (plus a fixed allowance) before the

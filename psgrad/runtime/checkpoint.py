@@ -2,25 +2,32 @@
 
 A checkpoint is taken at a round boundary ``k`` (``k`` rounds done) and holds
 
-- the model, the optimizer state and the server's ``model_delta_sq``;
-- every agent's mirrored scheme state (the server's mirrors) and private
-  state (gathered from the workers), with their digests;
-- the workers' previous model (for their own ``model_delta_sq``);
-- the cumulative bit counters and the recorder's position in its files
-  (metrics.csv, and the message and agent-info journals), so that a resumed
-  run rewrites nothing that an uninterrupted run would not have written.
+- the server's state (``ServerState``: the model, the optimizer state, every
+  agent's mirrored scheme state, the cumulative bit counters, the last
+  ``model_delta_sq``);
+- each worker rank's state (``Worker.state``: its agents' private scheme
+  states), gathered from the workers;
+- the recorder's position in its files (metrics.csv, and the message and
+  agent-info journals), so that a resumed run rewrites nothing that an
+  uninterrupted run would not have written.
+
+``write`` builds it and ``restore_run`` puts a server and workers back in its
+state: what a checkpoint holds is what ``Server.state`` and ``Worker.state``
+return, so a new field is added in one place.
 
 Randomness needs no state: minibatches and every codec draw are pure
 functions of ``(seed, agent, round)``.
 
 File format: ``checkpoint.npz`` (numpy zip, loaded with ``allow_pickle=False``)
-whose entry ``meta.json`` is UTF-8 JSON and whose other entries are arrays.
+whose entry ``meta.json`` is UTF-8 JSON and whose other entries are arrays; a
+SHA-256 of both (``content_digest``) is stored in the metadata and checked.
 Scheme states are NamedTuples of arrays, Python scalars, tuples of arrays and
 nested NamedTuples; they are stored generically by field path and restored
 into a fresh ``scheme.init(d)``, so their types come from code, never from the
 file. It is written to a temporary file, fsynced, then renamed over the old
 one: a crash while writing never destroys the last good checkpoint.
 """
+import hashlib
 import io
 import json
 import os
@@ -30,10 +37,10 @@ import numpy as np
 
 from .. import __version__
 from .. import config as config_mod
-from ..errors import ConfigError
+from ..errors import ConfigError, MirrorError, PsgradError
 from ..schemes import digest
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILE_NAME = "checkpoint.npz"
 META = "meta.json"
 # Settings that may differ between a run and its resumption: they do not change what the run computes.
@@ -97,14 +104,6 @@ def fill(template, tree, arrays, where):
     raise ConfigError(f"checkpoint: {where} does not match the scheme's state ({type(template).__name__})")
 
 
-def restore(template, tree, arrays, expected_digest, where):
-    """``fill``, then prove the result is the saved state by its digest."""
-    state = fill(template, tree, arrays, where)
-    if digest(state) != expected_digest:
-        raise ConfigError(f"checkpoint: {where} does not restore to the saved state (digest mismatch)")
-    return state
-
-
 # Files -----------------------------------------------------------------------
 def to_bytes(meta, arrays):
     """One npz archive (as bytes) holding ``arrays`` and ``meta`` as JSON."""
@@ -146,20 +145,67 @@ def fsync_dir(folder):
         os.close(fd)
 
 
-def save(folder, meta, arrays, cfg):
-    """Write the checkpoint of run ``cfg`` into ``folder``; returns its path."""
-    meta = {"format": FORMAT_VERSION, "psgrad": __version__, "config_hash": result_hash(cfg), **meta}
-    path = Path(folder) / FILE_NAME
+def write(cfg, k, server, recorder, parts, reason):
+    """Write the checkpoint at round boundary ``k``: the server's state, each worker's part (``(meta, arrays)``
+    from ``Worker.snapshot``, checked against the server's mirrors) and the recorder's position; its path."""
+    arrays = {}
+    workers = {}
+    for wmeta, warrays in parts:
+        for key, d in wmeta["mirror_digests"].items():
+            if d != digest(server.mirrors[int(key)]):
+                raise MirrorError(f"agent {key}, round {k}: server and agent scheme states differ at the checkpoint")
+        workers[str(wmeta["rank"])] = wmeta["state"]
+        arrays.update(warrays)
+        recorder.add_infos(wmeta["infos"])
+    missing = sorted(set(map(str, server.worker_ranks)) - set(workers))
+    if missing:
+        raise PsgradError(f"checkpoint at round {k}: no state from worker ranks {', '.join(missing)}")
+    meta = {"format": FORMAT_VERSION, "psgrad": __version__, "config_hash": result_hash(cfg), "round": k,
+            "reason": reason, "server": flatten(server.state(), "server", arrays), "workers": workers,
+            "recorder": recorder.position()}
+    meta["digest"] = content_digest(meta, arrays)
+    path = Path(recorder.dir) / FILE_NAME
     write_atomic(path, to_bytes(meta, arrays))
     return path
 
 
-def load(folder, cfg, scheme, d):
+def restore_run(meta, arrays, server, workers):
+    """Put ``server`` (None on a worker rank) and ``workers`` in the state the checkpoint saved; return the
+    round to continue with. Raises ConfigError when the checkpoint does not fit them."""
+    if server is not None:
+        server.load_state(fill(server.state(), meta["server"], arrays, "the server's state"))
+    saved = meta["server"]["fields"]
+    for w in workers:
+        tree = meta["workers"].get(str(w.rank))
+        if tree is None:
+            raise ConfigError(f"it has no state of worker rank {w.rank}")
+        privates = fill(w.state(), tree, arrays, f"rank {w.rank}'s private agent states")
+        # The agents' mirrored states are the server's mirrors, read from the server's part.
+        template = w.scheme.init(w.d)[0]
+        mirrors = {a: fill(template, saved["mirrors"]["items"][a], arrays, f"agent {a}'s state") for a in w.agents}
+        w.load_state(privates, mirrors, float(fill(0.0, saved["model_delta_sq"], arrays, "model_delta_sq")))
+    return int(meta["round"])
+
+
+def content_digest(meta, arrays):
+    """SHA-256 over the metadata (without its ``digest``) and every array, in key order."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "digest"}, sort_keys=True).encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load(folder, cfg, scheme, task):
     """``(meta, arrays)`` of the checkpoint in run folder ``folder``, fully checked against the run.
 
-    Every state is restored once here, so that a damaged or foreign checkpoint
-    is a ConfigError before any rank starts (status 2 on every rank).
+    Every state is restored once here, into a fresh server and workers, so that a damaged or foreign
+    checkpoint is a ConfigError before any rank starts (status 2 on every rank).
     """
+    from .server import Server
+    from .worker import Worker, agent_layout, hosted
+
     path = Path(folder) / FILE_NAME
     if not path.is_file():
         raise ConfigError(f"no checkpoint to resume from: {path} does not exist")
@@ -169,39 +215,21 @@ def load(folder, cfg, scheme, d):
     if meta.get("config_hash") != result_hash(cfg):
         raise ConfigError(f"{path} belongs to another config (hash {str(meta.get('config_hash'))[:12]}, "
                           f"this config {result_hash(cfg)[:12]})")
+    if meta.get("digest") != content_digest(meta, arrays):
+        raise ConfigError(f"{path} is damaged (its content digest does not match)")
     try:
-        check(meta, arrays, cfg, scheme, d)
+        k = meta["round"]
+        if not (isinstance(k, int) and 0 <= k < cfg.run.rounds):
+            raise ConfigError(f"round {k!r} is not in [0, {cfg.run.rounds})")
+        layout = agent_layout(cfg.run.workers, cfg.run.agents_per_worker)
+        workers = [Worker(cfg, task, scheme, r, hosted(layout, r)) for r in range(1, cfg.run.workers + 1)]
+        restore_run(meta, arrays, Server(cfg, task, scheme, layout), workers)
+        rec = meta["recorder"]
+        for key in ("metrics", "messages", "infos"):
+            int(rec["bytes"][key])
+        dict(rec["last"]), dict(rec["evals"])
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise ConfigError(f"{path} is damaged ({type(e).__name__}: {e})") from None
     return meta, arrays
-
-
-def check(meta, arrays, cfg, scheme, d):
-    """Raise unless ``meta``/``arrays`` restore into states of this scheme, optimizer and run."""
-    from .optim import Sgd
-
-    n_agents = cfg.run.workers * cfg.run.agents_per_worker
-    k = meta["round"]
-    if not (isinstance(k, int) and 0 <= k < cfg.run.rounds):
-        raise ConfigError(f"round {k!r} is not in [0, {cfg.run.rounds})")
-    for name in ("params",) + (("prev_params",) if meta["has_prev_params"] else ()):
-        a = arrays.get(name)
-        if a is None or a.dtype != np.float32 or a.shape != (d,):
-            raise ConfigError(f"{name} is missing or not float32[{d}]")
-    fill(Sgd(cfg.optim, cfg.run.rounds).init(d), meta["optim"], arrays, "optimizer state")
-    for key in ("mirrors", "mirror_digests", "privates", "private_digests"):
-        if len(meta[key]) != n_agents:
-            raise ConfigError(f"it has {len(meta[key])} {key}, the run has {n_agents} agents")
-    state, private = scheme.init(d)
-    for a in range(n_agents):
-        restore(state, meta["mirrors"][a], arrays, meta["mirror_digests"][a], f"agent {a}'s state")
-        restore(private, meta["privates"][a], arrays, meta["private_digests"][a], f"agent {a}'s private state")
-    for key in ("cum_up_payload_bits", "cum_up_wire_bytes", "cum_down_payload_bits", "cum_down_wire_bytes"):
-        int(meta["ledger"][key])
-    float(meta["model_delta_sq"])
-    rec = meta["recorder"]
-    for key in ("metrics", "messages", "infos"):
-        int(rec["bytes"][key])
-    dict(rec["last"]), dict(rec["evals"])

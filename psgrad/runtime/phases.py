@@ -1,7 +1,7 @@
 """Where a rank's time goes: wall time per phase of each round, always on.
 
 The server and every worker keep one ``Phases``; the code of each step runs
-inside ``with phases("decode"):`` and the driver closes the round::
+inside ``with phases("decode"):`` and the round loop closes the round::
 
     with server.phases("step"):
         ...

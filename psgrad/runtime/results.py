@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .. import config as config_mod
 from ..errors import ConfigError
-from ..plot import plot_runs
 from .accounting import CUMULATIVE_FIELDS, MESSAGE_FIELDS, ROUND_FIELDS
 
 
@@ -145,7 +144,6 @@ class Recorder:
         }
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         np.save(self.dir / "model.npy", self.params)
-        plot_runs([self.dir], self.dir / "metrics.png")
         self.log(summary_line(summary))
         return summary
 
@@ -167,6 +165,16 @@ class Recorder:
 
 # Append-only journals in the run folder, by role
 JOURNALS = {"messages": "messages.jsonl", "infos": "agent_info.jsonl"}
+
+
+def read_metrics(run_dir):
+    """The rows of a run folder's metrics.csv as dicts of floats (a column empty in a row is left out)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no metrics.csv (is it a psgrad run folder?)")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in r.items() if v != ""} for r in rows]
 
 
 def read_journal(path):

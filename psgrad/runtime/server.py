@@ -1,6 +1,6 @@
 """The parameter server: the model, the optimizer, and a mirror of every agent's scheme state.
 
-One round, as the drivers call it::
+One round, as the round loop (loop.py) calls it::
 
     frame = server.model_frame(t)            # Step 1: the model, down to every worker
     server.receive(t, buf, source)           # Step 4: each agent's message, in any order
@@ -37,14 +37,22 @@ import numpy as np
 
 from .. import wire
 from ..codecs.base import Encoded, Key
-from ..errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError
+from ..errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError, located
 from ..schemes import Context, digest
-from .accounting import Ledger, max_update_bytes, message_record, model_bits
-from . import checkpoint
+from .accounting import Ledger, Totals, max_update_bytes, message_record, model_bits
 from .kernels import axpy, sqdist
-from .worker import located
 from .optim import Sgd
 from .phases import Phases
+
+
+class ServerState(NamedTuple):
+    """Everything of the server that a checkpoint holds: a new field here is a new field in every checkpoint."""
+
+    params: np.ndarray    # float32[d], the model
+    optim: tuple          # the optimizer's state
+    mirrors: tuple        # each agent's mirrored scheme state, in agent order
+    ledger: tuple         # ``Totals``: the cumulative bit counters
+    model_delta_sq: float  # ||theta_t - theta_{t-1}||^2 of the last step (schemes' Context)
 
 
 class Raw(NamedTuple):
@@ -99,6 +107,7 @@ class Server:
         self.scheme = scheme
         self.agent_rank = agent_rank  # agent id -> worker rank that hosts it
         self.n_agents = len(agent_rank)
+        self.worker_ranks = sorted(set(agent_rank))
         self.d = task.d
         self.log = log or (lambda line: None)
         self.drop_bad = cfg.run.bad_message == "drop"
@@ -301,7 +310,7 @@ class Server:
             new_params, self.optim_state = self.optim.step(self.optim_state, self.params, self.acc, t)
             self.model_delta_sq = sqdist(new_params, self.params)
             self.params = new_params
-        n_workers = len(set(self.agent_rank))
+        n_workers = len(self.worker_ranks)
         losses = np.full(self.n_agents, np.nan)
         for m in self.messages:
             losses[m["agent"]] = m["loss"]
@@ -317,31 +326,18 @@ class Server:
         return row, messages
 
     # Checkpoints --------------------------------------------------------------
-    def snapshot(self, arrays):
-        """The server's part of a checkpoint: metadata (JSON) with its arrays added to ``arrays``."""
-        arrays["params"] = self.params
-        return {
-            "optim": checkpoint.flatten(self.optim_state, "optim", arrays),
-            "mirrors": [checkpoint.flatten(m, f"mirror/{a}", arrays) for a, m in enumerate(self.mirrors)],
-            "mirror_digests": [digest(m) for m in self.mirrors],
-            "ledger": dict(self.ledger.totals),
-            "model_delta_sq": self.model_delta_sq,
-        }
+    def state(self):
+        """The server's part of a checkpoint, as one value (see ``ServerState``)."""
+        return ServerState(self.params, self.optim_state, tuple(self.mirrors), Totals(**self.ledger.totals),
+                           self.model_delta_sq)
 
-    def restore(self, meta, arrays):
-        """Continue from a checkpoint written by ``snapshot`` (validated against this run's scheme)."""
-        params = arrays.get("params")
-        if params is None or params.dtype != np.float32 or params.shape != (self.d,):
-            raise ConfigError(f"checkpoint: the model is missing or not float32[{self.d}]")
-        self.params = params.copy()
-        self.optim_state = checkpoint.fill(self.optim_state, meta["optim"], arrays, "optimizer state")
-        if len(meta["mirrors"]) != self.n_agents:
-            raise ConfigError(f"checkpoint has {len(meta['mirrors'])} agents, this run {self.n_agents}")
-        template = self.scheme.init(self.d)[0]
-        self.mirrors = [checkpoint.restore(template, tree, arrays, meta["mirror_digests"][a], f"agent {a}'s mirror")
-                        for a, tree in enumerate(meta["mirrors"])]
-        self.ledger.totals.update({k: int(meta["ledger"][k]) for k in self.ledger.totals})
-        self.model_delta_sq = float(meta["model_delta_sq"])
+    def load_state(self, state):
+        """Continue from ``state`` (a ``ServerState`` restored by ``checkpoint.restore``)."""
+        if len(state.mirrors) != self.n_agents:
+            raise ConfigError(f"checkpoint has {len(state.mirrors)} agents, this run {self.n_agents}")
+        self.params, self.optim_state, self.mirrors = state.params, state.optim, list(state.mirrors)
+        self.ledger.totals.update(state.ledger._asdict())
+        self.model_delta_sq = state.model_delta_sq
 
 
 def agent_loss(weights, losses, absent):

@@ -23,19 +23,21 @@ import numpy as np
 
 from .. import wire
 from ..codecs.base import Key
-from ..errors import ConfigError, PsgradError, WireError
+from ..errors import PsgradError, WireError, located
 from ..schemes import Context, digest
-from . import checkpoint
 from .accounting import model_bits
 from .kernels import all_finite, sqdist
 from .phases import Phases
 
 
-def located(exc, agent=None, round_=None):
-    """Attach the agent and round being worked on to an exception (the innermost location wins)."""
-    if not hasattr(exc, "psgrad_where"):
-        exc.psgrad_where = (agent, round_)
-    return exc
+def agent_layout(n_workers, agents_per_worker):
+    """``agent_rank[a]``: the worker rank (1-based) hosting agent ``a``; agents are numbered rank by rank."""
+    return [1 + a // agents_per_worker for a in range(n_workers * agents_per_worker)]
+
+
+def hosted(layout, rank):
+    """The agents that worker ``rank`` hosts."""
+    return [a for a, r in enumerate(layout) if r == rank]
 
 
 class Worker:
@@ -58,14 +60,23 @@ class Worker:
         self.frames = {}  # each agent's frame buffer, reused while the frame length stays the same
         self.grad = None  # the gradient buffer of a stateless scheme
         self.prev_params = None
-        self.delta_sq = 0.0
+        self.first_delta_sq = 0.0  # model_delta_sq of the first round run (not 0 after a resume)
         self.stop_requested = False  # set from a signal handler: ask the server to stop the run
         self.info = []  # per-agent, per-round scheme metrics (agent-side only)
         self.phases = Phases()
 
-    def round(self, t, model_buf):
-        """Yield one frame per hosted agent for round ``t``, given the model frame."""
-        yield from self.updates(t, self.accept_model(t, model_buf)[0])
+    def serve_round(self, t, model_buf, link):
+        """Steps 2-3 of round ``t`` from its model frame: one frame per hosted agent (an iterator), or None.
+
+        When the frame asks for a checkpoint, this worker's part goes to ``link.send_state`` first; when it
+        asks the run to stop, there is no round (None).
+        """
+        params, flags = self.accept_model(t, model_buf)
+        if flags & wire.FLAG_CHECKPOINT:
+            link.send_state(self.snapshot())
+        if flags & wire.FLAG_STOP:
+            return None
+        return self.updates(t, params)
 
     def accept_model(self, t, model_buf):
         """Check the round-``t`` model frame and apply the drops it reports; return ``(params, flags)``."""
@@ -88,7 +99,7 @@ class Worker:
     def updates(self, t, params):
         """Yield one frame per hosted agent for round ``t`` at model ``params``."""
         with self.phases("model"):
-            delta_sq = 0.0 if self.prev_params is None else sqdist(params, self.prev_params)
+            delta_sq = self.first_delta_sq if self.prev_params is None else sqdist(params, self.prev_params)
             # Kept in one buffer: the model frame it is copied from is overwritten next round.
             if self.prev_params is None:
                 self.prev_params = params.copy()
@@ -145,36 +156,29 @@ class Worker:
             return bytes.fromhex(digest(self.states[a]))
 
     # Checkpoints --------------------------------------------------------------
+    def state(self):
+        """This worker's part of a checkpoint beyond the server's: its agents' private states, in order."""
+        return tuple(self.privates[a] for a in self.agents)
+
     def snapshot(self):
-        """``(meta, arrays)``: this worker's part of a checkpoint (taken between rounds)."""
+        """``(meta, arrays)`` to send to the server for a checkpoint (taken between rounds): ``state()``, the
+        digests of the agents' mirrored states (the server checks them against its mirrors), and the agents'
+        scheme metrics gathered since the last checkpoint (they now belong to the checkpoint's journal)."""
+        from .checkpoint import flatten
+
         arrays = {}
-        meta = {
-            "rank": self.rank,
-            "privates": {str(a): checkpoint.flatten(self.privates[a], f"private/{a}", arrays) for a in self.agents},
-            "private_digests": {str(a): digest(self.privates[a]) for a in self.agents},
-            "state_digests": {str(a): digest(self.states[a]) for a in self.agents},
-            "infos": self.info,
-            "has_prev_params": self.prev_params is not None,
-        }
-        if self.prev_params is not None:
-            arrays["prev_params"] = self.prev_params
-        self.info = []  # they now belong to the checkpoint's journal
+        meta = {"rank": self.rank, "state": flatten(self.state(), f"worker/{self.rank}", arrays),
+                "mirror_digests": {str(a): digest(self.states[a]) for a in self.agents}, "infos": self.info}
+        self.info = []
         return meta, arrays
 
-    def restore(self, meta, arrays):
-        """Continue from a checkpoint: mirrored states from the server's mirrors, private states as saved."""
-        template_state, template_private = self.scheme.init(self.d)
-        for a in self.agents:
-            self.states[a] = checkpoint.restore(template_state, meta["mirrors"][a], arrays, meta["mirror_digests"][a],
-                                                f"agent {a}'s state")
-            self.privates[a] = checkpoint.restore(template_private, meta["privates"][a], arrays,
-                                                  meta["private_digests"][a], f"agent {a}'s private state")
+    def load_state(self, privates, mirrors, model_delta_sq):
+        """Continue from a checkpoint: ``privates`` as ``state()`` gave them, every agent's mirrored state
+        (the server's ``mirrors``), and the server's ``model_delta_sq``, which is what this worker would
+        compute from the model of the round before the checkpoint."""
+        for a, private in zip(self.agents, privates):
+            self.states[a], self.privates[a] = mirrors[a], private
         self.before.clear()
         self.info = []
-        if meta["has_prev_params"]:
-            prev = arrays.get("prev_params")
-            if prev is None or prev.dtype != np.float32 or prev.shape != (self.d,):
-                raise ConfigError(f"checkpoint: the workers' previous model is missing or not float32[{self.d}]")
-            self.prev_params = prev.copy()
-        else:
-            self.prev_params = None
+        self.prev_params = None
+        self.first_delta_sq = model_delta_sq

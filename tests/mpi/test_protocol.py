@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from psgrad import config
-from psgrad.runtime.driver import build, resolve_workers, run_local, run_mpi
+from psgrad.runtime.loop import build, resolve_workers, run_local, run_mpi
 from run_files import rows
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]

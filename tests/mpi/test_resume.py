@@ -6,7 +6,7 @@ import pytest
 import psgrad
 from psgrad import config
 from psgrad.runtime import checkpoint
-from psgrad.runtime.driver import NoStop, Stopped, build, resolve_workers, run_local, run_mpi
+from psgrad.runtime.loop import NoStop, Stopped, build, resolve_workers, run_local, run_mpi
 from run_files import rows
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
@@ -53,7 +53,7 @@ def test_an_mpi_run_stopped_by_one_worker_resumes_equal_to_an_uninterrupted_loca
         run_mpi(cfg, task, sc, comm, log=lambda line: None, stop=StopAt(5) if comm.Get_rank() == 1 else NoStop())
     assert info.value.round == 5
     comm.Barrier()
-    resume = checkpoint.load(root / "mpi", cfg, sc, task.d)
+    resume = checkpoint.load(root / "mpi", cfg, sc, task)
     summary, node = run_mpi(cfg, task, sc, comm, log=lambda line: None, resume=resume)
     if comm.Get_rank() != 0:
         return

@@ -20,6 +20,7 @@ from mpi4py import MPI
 
 from psgrad import train
 from psgrad.runtime import server, worker
+from psgrad.transport import mpi as transport
 
 mode, fault_rank = sys.argv[1], int(sys.argv[2])
 fault_round = int(os.environ.get("PSGRAD_FAULT_ROUND", "2"))
@@ -28,7 +29,7 @@ rank = MPI.COMM_WORLD.Get_rank()
 if fault_dir:
     Path(fault_dir, f"pid.{rank}").write_text(str(os.getpid()))
 original = worker.Worker._agent_round
-original_handshake = train.handshake
+original_handshake = transport.handshake
 original_receive = server.Server._reconstruct
 
 
@@ -52,13 +53,13 @@ def faulty_reconstruct(self, a, t, *args):
     return original_receive(self, a, t, *args)
 
 
-def late_handshake(comm, cfg):
+def late_handshake(comm, cfg, extra=()):
     if mode == "late" and rank == fault_rank:
         time.sleep(float(os.environ.get("PSGRAD_PAUSE", "600")))
-    return original_handshake(comm, cfg)
+    return original_handshake(comm, cfg, extra)
 
 
 worker.Worker._agent_round = faulty
-train.handshake = late_handshake
+transport.handshake = late_handshake
 server.Server._reconstruct = faulty_reconstruct
 sys.exit(train.main(sys.argv[3:]))

@@ -16,7 +16,7 @@ import numpy as np
 
 from psgrad import config
 from psgrad.runtime import checkpoint
-from psgrad.runtime.driver import build, resolve_workers, run_local
+from psgrad.runtime.loop import build, resolve_workers, run_local
 from run_files import rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import psgrad
 from psgrad import config, wire
 from psgrad.errors import DecodeError, PsgradError
 from psgrad.runtime import worker as worker_mod
-from psgrad.runtime.driver import build, resolve_workers, run_local
+from psgrad.runtime.loop import build, resolve_workers, run_local
 from psgrad.schemes import digest
 from schemes_under_test import representative_codec
 

@@ -8,7 +8,7 @@ import psgrad
 from psgrad import config
 from psgrad.errors import ConfigError
 from psgrad.runtime import checkpoint
-from psgrad.runtime.driver import Stopped, build, resolve_workers, run_local
+from psgrad.runtime.loop import Stopped, build, resolve_workers, run_local
 from psgrad.schemes import digest
 from run_files import rows
 from schemes_under_test import representative_codec
@@ -65,7 +65,7 @@ def test_a_run_that_crashed_mid_round_resumes_bit_identical_to_an_uninterrupted_
     with pytest.raises(Crash):
         run_local(cfg, task, sc, log=lambda line: None)
     cfg, task, sc = make(tmp_path, "run", *sets, "run.checkpoint_every=3")
-    resume = checkpoint.load(tmp_path / "run", cfg, sc, task.d)
+    resume = checkpoint.load(tmp_path / "run", cfg, sc, task)
     assert resume[0]["round"] == 6
     summary, server = run_local(cfg, task, sc, log=lambda line: None, resume=resume)
     assert_same_run(tmp_path, "ref", "run", ref_summary, summary, ref_server, server)
@@ -92,7 +92,7 @@ def test_a_stop_request_checkpoints_at_the_next_boundary_and_the_run_resumes_exa
         run_local(cfg, task, sc, log=lambda line: None, stop=StopAt(5))
     assert info.value.round == 5 and info.value.path == tmp_path / "run" / checkpoint.FILE_NAME
     summary, server = run_local(cfg, task, sc, log=lambda line: None,
-                                resume=checkpoint.load(tmp_path / "run", cfg, sc, task.d))
+                                resume=checkpoint.load(tmp_path / "run", cfg, sc, task))
     assert_same_run(tmp_path, "ref", "run", ref_summary, summary, ref_server, server)
 
 
@@ -120,7 +120,7 @@ def test_a_nested_state_round_trips_by_field_path_with_types_from_the_template()
     tree = checkpoint.flatten(state, "s", arrays)
     meta, loaded = checkpoint.from_bytes(checkpoint.to_bytes({"tree": tree}, arrays), "test")
     template = Outer(np.zeros(5, np.float32), (), Inner(0, 0.0), False)
-    back = checkpoint.restore(template, meta["tree"], loaded, digest(state), "state")
+    back = checkpoint.fill(template, meta["tree"], loaded, "state")
     assert digest(back) == digest(state) and type(back.inner) is Inner
     assert [m.flags.writeable for m in back.memory] == [False, True]
 
@@ -159,7 +159,7 @@ def stopped_run(tmp_path):
 
 def load_again(tmp_path, *overrides):
     cfg, task, sc = make(tmp_path, "run", "run.checkpoint_every=2", "run.rounds=4", *overrides)
-    return checkpoint.load(tmp_path / "run", cfg, sc, task.d)
+    return checkpoint.load(tmp_path / "run", cfg, sc, task)
 
 
 def test_a_checkpoint_of_another_config_is_refused(stopped_run, tmp_path):
@@ -172,9 +172,12 @@ def test_operational_settings_may_change_on_resume(stopped_run, tmp_path):
     assert meta["round"] == 3
 
 
-def rewrite(run_dir, change):
+def rewrite(run_dir, change, digest=True):
+    """Change a checkpoint's content; ``digest``: store the content digest of the result (a consistent file)."""
     meta, arrays = checkpoint.from_bytes((run_dir / checkpoint.FILE_NAME).read_bytes(), "x")
     change(meta, arrays)
+    if digest:
+        meta["digest"] = checkpoint.content_digest(meta, arrays)
     checkpoint.write_atomic(run_dir / checkpoint.FILE_NAME, checkpoint.to_bytes(meta, arrays))
 
 
@@ -197,14 +200,20 @@ def test_a_damaged_checkpoint_file_is_a_config_error(stopped_run, tmp_path, dama
 
 
 def test_a_checkpoint_whose_state_was_altered_fails_its_digest(stopped_run, tmp_path):
-    rewrite(stopped_run, lambda meta, arrays: meta["mirror_digests"].__setitem__(0, "0" * 64))
-    with pytest.raises(ConfigError, match="agent 0's state does not restore"):
+    rewrite(stopped_run, lambda meta, arrays: arrays["server/params"].__setitem__(0, 1.5), digest=False)
+    with pytest.raises(ConfigError, match="content digest does not match"):
         load_again(tmp_path)
 
 
 def test_a_checkpoint_missing_a_field_is_a_config_error(stopped_run, tmp_path):
-    rewrite(stopped_run, lambda meta, arrays: meta.pop("ledger"))
-    with pytest.raises(ConfigError, match="damaged"):
+    rewrite(stopped_run, lambda meta, arrays: meta["server"]["fields"].pop("ledger"))
+    with pytest.raises(ConfigError, match="the server's state has fields"):
+        load_again(tmp_path)
+
+
+def test_a_checkpoint_without_a_workers_part_is_a_config_error(stopped_run, tmp_path):
+    rewrite(stopped_run, lambda meta, arrays: meta["workers"].pop("2"))
+    with pytest.raises(ConfigError, match="no state of worker rank 2"):
         load_again(tmp_path)
 
 

@@ -12,7 +12,7 @@ from psgrad.compare.spec import Target
 from psgrad.compare.sweep import check_target
 from psgrad.compare.table import COLUMNS, best_index
 from psgrad.errors import ConfigError
-from psgrad.plot import read_metrics
+from psgrad.runtime.results import read_metrics
 
 TINY = {
     "name": "tiny",

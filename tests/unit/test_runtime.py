@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
+import psgrad
+
 from psgrad import config, wire
 from psgrad.errors import MirrorError, WireError
-from psgrad.runtime.driver import agent_layout, build, resolve_workers, run_local
+from psgrad.runtime.loop import agent_layout, build, resolve_workers, run_local
 from psgrad.runtime.kernels import axpy
 from psgrad.runtime.server import Inbox, Server
 from psgrad.runtime.worker import Worker
@@ -68,15 +70,19 @@ def test_fp16_halves_the_payload(tmp_path):
     assert summary["compression_vs_fp32"] == 2.0
 
 
-def test_run_folder_holds_config_metrics_summary_and_plot(tmp_path):
-    cfg, summary, _ = run(tmp_path, "run.rounds=4", "run.eval_every=2")
+def test_psgrad_run_writes_config_metrics_summary_and_plot_and_returns_them(tmp_path):
+    result = psgrad.run({"run": {"results_dir": str(tmp_path), "log_every": 1000, "rounds": 4, "eval_every": 2},
+                         "scheme": {"name": "direct", "codec": "fp32"}}, local=True, log=lambda line: None)
     folder = tmp_path / "default"
+    assert result.dir == folder
+    cfg = make_cfg(tmp_path, "run.rounds=4", "run.eval_every=2")
     assert config.load(folder / "config.yaml") == cfg
     rows = read_csv(folder / "metrics.csv")
     assert [int(r["round"]) for r in rows] == [0, 1, 2, 3, 4]
     assert [r["test_accuracy"] != "" for r in rows] == [True, False, True, False, True]
+    assert [("test_accuracy" in r) for r in result.metrics] == [True, False, True, False, True]
     assert int(rows[-1]["cum_up_payload_bits"]) == sum(int(r["up_payload_bits"]) for r in rows)
-    assert json.loads((folder / "summary.json").read_text()) == summary
+    assert json.loads((folder / "summary.json").read_text()) == result.summary
     assert (folder / "metrics.png").stat().st_size > 10_000
 
 
@@ -90,7 +96,7 @@ def test_aggregate_does_not_depend_on_arrival_order(tmp_path):
         workers = [Worker(cfg, task, sc, r, [r - 1]) for r in range(1, 5)]
         for t in range(2):
             model = server.model_frame(t)
-            frames = [list(w.round(t, model))[0] for w in workers]
+            frames = [list(w.serve_round(t, model, None))[0] for w in workers]
             for i in order:
                 server.receive(t, frames[i], i + 1)
             server.finish_round(t)
@@ -104,7 +110,7 @@ def _one_round_frames(tmp_path):
     server = Server(cfg, task, sc, agent_layout(2, 1))
     workers = [Worker(cfg, task, sc, r, [r - 1]) for r in (1, 2)]
     model = server.model_frame(0)
-    return server, [list(w.round(0, model))[0] for w in workers]
+    return server, [list(w.serve_round(0, model, None))[0] for w in workers]
 
 
 def test_server_rejects_a_message_from_the_wrong_rank_round_or_twice(tmp_path):
@@ -125,7 +131,7 @@ def _direct_fp32_round(tmp_path, *overrides):
     task, sc = build(cfg)
     server = Server(cfg, task, sc, agent_layout(3, 1))
     model = server.model_frame(0)
-    frames = [list(Worker(cfg, task, sc, r, [r - 1]).round(0, model))[0] for r in (1, 2, 3)]
+    frames = [list(Worker(cfg, task, sc, r, [r - 1]).serve_round(0, model, None))[0] for r in (1, 2, 3)]
     expected = np.zeros(server.d, np.float32)
     for w, f in zip(server.weights, frames):
         axpy(expected, w, wire.parse(f).payload.view(np.float32))
@@ -216,7 +222,7 @@ def test_a_direct_agent_does_not_reconstruct(tmp_path, monkeypatch):
     worker = Worker(cfg, task, sc, 1, [0])
     server = Server(cfg, task, sc, agent_layout(2, 1))
     monkeypatch.setattr(type(sc), "reconstruct", lambda *a: pytest.fail("the agent reconstructed"))
-    assert len(list(worker.round(0, server.model_frame(0)))) == 1
+    assert len(list(worker.serve_round(0, server.model_frame(0), None))) == 1
 
 
 def test_a_diverged_mirror_is_caught_by_its_digest(tmp_path):
@@ -235,7 +241,7 @@ def test_a_nan_gradient_stops_the_worker_naming_agent_and_round(tmp_path):
     worker = Worker(cfg, task, sc, 1, [0])
     server.params[:] = np.nan
     with pytest.raises(Exception, match="not finite") as info:
-        list(worker.round(0, server.model_frame(0)))
+        list(worker.serve_round(0, server.model_frame(0), None))
     assert info.value.psgrad_where == (0, 0)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 import psgrad
 from psgrad import config
-from psgrad.runtime.driver import build, resolve_workers, run_local
+from psgrad.runtime.loop import build, resolve_workers, run_local
 from psgrad.schemes import codec_mismatch
 
 VARIANTS = [
