@@ -27,7 +27,7 @@ from .runtime import checkpoint
 from .codecs import Codec
 from .runtime.loop import NoStop, Stopped, build_scheme, build_task, resolve_workers, run_local, run_mpi
 from .schemes import Scheme
-from .runtime.results import read_metrics
+from .runtime.results import claim, read_metrics, release
 
 
 class Result(NamedTuple):
@@ -56,7 +56,7 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
     error, timeout = None, config_mod.RunConfig.timeout
     try:
         try:
-            cfg, task, sc, state = prepare(config, overrides, resume, world, task, scheme, codec)
+            cfg, task, sc, state = prepare(config, overrides, resume, world, task, scheme, codec, rank)
             timeout = cfg.run.timeout
             if world > 1:
                 from .transport.mpi import handshake
@@ -74,6 +74,7 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
         _fail(mpi, f"psgrad: error on rank {rank}: {e}")
         raise
     if any(errors):
+        release()  # no run: no claim on its folder
         first = next(r for r, e in enumerate(errors) if e)
         e = ConfigError(errors[first])
         e.rank = first if world > 1 else None  # where it was found first
@@ -86,6 +87,8 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
     except Exception as e:
         _fail(mpi, f"psgrad: error on rank {rank}{describe(e)}")
         raise
+    finally:
+        release()
     if summary is None:
         return None
     folder = Path(summary["dir"])
@@ -95,8 +98,11 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
     return Result(summary, read_metrics(folder), folder)
 
 
-def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None):
-    """``(cfg, task, scheme, checkpoint or None)`` for this launch; ConfigError for anything the user got wrong."""
+def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None, rank=0):
+    """``(cfg, task, scheme, checkpoint or None)`` for this launch; ConfigError for anything the user got wrong.
+
+    Rank 0 also claims the run folder (``results.claim``): locked, and checked before any file in it changes.
+    """
     if resume is None:
         cfg = _config(config, overrides)
         previous = None
@@ -131,6 +137,8 @@ def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None
             cfg.scheme.codec, codec = codec or cfg.scheme.codec, None
         sc = build_scheme(cfg, codec)
     sc.check_codec(task.d)  # a codec the scheme refuses is the user's error, found before any rank starts
+    if rank == 0:
+        claim(Path(cfg.run.results_dir) / cfg.run.name, cfg, fresh=previous is None)
     return cfg, task, sc, (None if previous is None else checkpoint.load(previous, cfg, sc, task))
 
 

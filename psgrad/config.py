@@ -70,6 +70,7 @@ class RunConfig:
     log_every: int = 20
     digest_every: int = 10
     results_dir: str = "results"
+    overwrite: bool = False      # a fresh run may replace the run already in its folder
     timeout: float = 120.0       # seconds to wait for any one message before failing the run
     checkpoint_every: int = 0    # rounds between checkpoints (0: only on SIGTERM); see docs/reliability.md
     bad_message: str = "stop"    # stop | drop: a corrupt or unexpected message ends the run, or is dropped

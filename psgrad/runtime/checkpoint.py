@@ -44,7 +44,7 @@ FORMAT_VERSION = 2
 FILE_NAME = "checkpoint.npz"
 META = "meta.json"
 # Settings that may differ between a run and its resumption: they do not change what the run computes.
-RESUMABLE = {"run.timeout", "run.log_every", "run.checkpoint_every", "run.results_dir", "run.name"}
+RESUMABLE = {"run.timeout", "run.log_every", "run.checkpoint_every", "run.results_dir", "run.name", "run.overwrite"}
 
 
 def result_hash(cfg):
@@ -203,6 +203,7 @@ def load(folder, cfg, scheme, task):
     Every state is restored once here, into a fresh server and workers, so that a damaged or foreign
     checkpoint is a ConfigError before any rank starts (status 2 on every rank).
     """
+    from .results import check_files
     from .server import Server
     from .worker import Worker, agent_layout, hosted
 
@@ -225,9 +226,8 @@ def load(folder, cfg, scheme, task):
         workers = [Worker(cfg, task, scheme, r, hosted(layout, r)) for r in range(1, cfg.run.workers + 1)]
         restore_run(meta, arrays, Server(cfg, task, scheme, layout), workers)
         rec = meta["recorder"]
-        for key in ("metrics", "messages", "infos"):
-            int(rec["bytes"][key])
         dict(rec["last"]), dict(rec["evals"])
+        check_files(folder, rec)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:

@@ -1,5 +1,7 @@
 """A run's folder: ``results/<name>/`` with config.yaml, metrics.csv, agents.csv, summary.json, plots."""
 import csv
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -41,6 +43,7 @@ class Recorder:
         self.params = None
         self.t0 = time.perf_counter()
         if resume is None:
+            (self.dir / "checkpoint.npz").unlink(missing_ok=True)  # a fresh run never keeps another's checkpoint
             for name in JOURNALS.values():
                 (self.dir / name).write_bytes(b"")
             self._file = open(self.dir / "metrics.csv", "w", newline="")
@@ -52,14 +55,11 @@ class Recorder:
         self._journals = {k: open(self.dir / name, "a") for k, name in JOURNALS.items()}
 
     def _resume(self, state):
-        """Cut the run's files back to the checkpoint and reload what the summary needs."""
-        for key, name in (("metrics", "metrics.csv"), *JOURNALS.items()):
-            path, size = self.dir / name, int(state["bytes"][key])
-            if not path.is_file() or path.stat().st_size < size:
-                raise ConfigError(f"cannot resume: {path} is missing or shorter than at the checkpoint "
-                                  f"({size} bytes)")
-            with open(path, "r+b") as f:
-                f.truncate(size)
+        """Cut the run's files back to the checkpoint (``check_files`` found them intact) and reload what the
+        summary needs."""
+        for key, name in FILES.items():
+            with open(self.dir / name, "r+b") as f:
+                f.truncate(int(state["bytes"][key]))
         self.messages = read_journal(self.dir / JOURNALS["messages"])
         self.infos = read_journal(self.dir / JOURNALS["infos"])
         self.last, self.evals = state["last"], state["evals"]
@@ -73,7 +73,8 @@ class Recorder:
             f.flush()
             os.fsync(f.fileno())
             sizes[key] = f.tell()
-        return {"bytes": sizes, "last": self.last, "evals": self.evals}
+        hashes = {key: prefix_digest(self.dir / name, sizes[key]) for key, name in FILES.items()}
+        return {"bytes": sizes, "sha256": hashes, "last": self.last, "evals": self.evals}
 
     def add_infos(self, infos):
         """Keep the agents' scheme metrics gathered at a checkpoint (journaled)."""
@@ -163,8 +164,73 @@ class Recorder:
                 f"uplink {row['cum_up_payload_bits'] / 1e6:.4g} Mbit (x{ratio:.1f} vs fp32)")
 
 
-# Append-only journals in the run folder, by role
+# Append-only journals in the run folder, by role, and every file a checkpoint resumes
 JOURNALS = {"messages": "messages.jsonl", "infos": "agent_info.jsonl"}
+FILES = {"metrics": "metrics.csv", **JOURNALS}
+# What a run folder that holds a run has (any of them)
+RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "checkpoint.npz")
+
+
+def prefix_digest(path, size):
+    """SHA-256 (hex) of the first ``size`` bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while size > 0:
+            chunk = f.read(min(size, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            size -= len(chunk)
+    return h.hexdigest()
+
+
+def check_files(folder, position):
+    """Raise ConfigError unless every file a resume continues is, up to the checkpoint, what it was then."""
+    for key, name in FILES.items():
+        path, size = Path(folder) / name, int(position["bytes"][key])
+        if not path.is_file() or path.stat().st_size < size:
+            raise ConfigError(f"cannot resume: {path} is missing or shorter than at the checkpoint ({size} bytes)")
+        if prefix_digest(path, size) != position["sha256"][key]:
+            raise ConfigError(f"cannot resume: {path} was changed after the checkpoint was written "
+                              f"(its first {size} bytes differ)")
+
+
+def claim(folder, cfg, fresh):
+    """Rank 0's claim on run folder ``folder`` before anything in it is touched; ConfigError if refused.
+
+    A lock (``.lock``, flock) keeps a second process out until ``release``. A fresh run refuses a folder
+    that holds a run unless ``run.overwrite``, and then removes that run's files (its checkpoint above all);
+    a resumed run refuses a finished one.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / ".lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ConfigError(f"run folder {folder} is in use by another psgrad process") from None
+    _LOCKS[str(folder.resolve())] = lock
+    held = [name for name in RUN_FILES if (folder / name).exists()]
+    if fresh and held and not cfg.run.overwrite:
+        release()
+        raise ConfigError(f"run folder {folder} already holds a run ({', '.join(held)}): choose another run.name, "
+                          f"continue it with --resume {folder}, or set run.overwrite=true")
+    if not fresh and (folder / "summary.json").exists():
+        release()
+        raise ConfigError(f"run {folder} is finished (it has summary.json): nothing to resume")
+    if fresh:
+        for name in (*RUN_FILES, *JOURNALS.values(), "agents.csv", "model.npy", "metrics.png"):
+            (folder / name).unlink(missing_ok=True)
+
+
+def release():
+    """Give up this process's claims on run folders."""
+    while _LOCKS:
+        _LOCKS.popitem()[1].close()
+
+
+_LOCKS = {}  # run folder -> its open lock file, held while this process runs in it (one at a time)
 
 
 def read_metrics(run_dir):
