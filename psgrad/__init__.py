@@ -10,8 +10,10 @@ The public codec API::
 from .codecs import Codec, Encoded, Key, codec, codecs
 from .errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError
 from .schemes import Context, Scheme, digest, scheme, schemes
+from .tasks import TorchTask, partition
 
 __version__ = "0.1.0"
 
 __all__ = ["Codec", "ConfigError", "Context", "DecodeError", "Encoded", "Key", "MirrorError", "PsgradError",
-           "Scheme", "WireError", "codec", "codecs", "digest", "scheme", "schemes", "__version__"]
+           "Scheme", "TorchTask", "WireError", "codec", "codecs", "digest", "partition", "scheme", "schemes",
+           "__version__"]
