@@ -359,7 +359,7 @@ def test_on_a_gpu_gradients_and_evaluations_match_the_cpu_and_reach_a_pinned_hos
         cpu, gpu = make(model, batch_size=16), make(model, batch_size=16, device="cuda")
         assert gpu.init_params().tobytes() == cpu.init_params().tobytes()
         assert gpu.init_digest() == cpu.init_digest()
-        assert torch.from_numpy(gpu.grad_buffer).is_pinned() or gpu._pinned.is_pinned()
+        assert gpu._pinned.is_pinned() and gpu.grad_buffer.ctypes.data == gpu._pinned.data_ptr()
         w = point(cpu)
         for agent in range(N_AGENTS):
             lc, gc = cpu.local_grad(agent, w, 1)
@@ -370,8 +370,9 @@ def test_on_a_gpu_gradients_and_evaluations_match_the_cpu_and_reach_a_pinned_hos
             assert lg == pytest.approx(lc, rel=1e-4)
             if model is not dropout_net:  # dropout masks come from the GPU's generator, another stream
                 np.testing.assert_allclose(gg, gc, rtol=1e-3, atol=1e-5)
-            again = make(model, batch_size=16, device="cuda").local_grad(agent, w, 1)[1]
-            assert again.tobytes() == gg.tobytes() or gpu.determinism_warnings()
+            again, _ = make(model, batch_size=16, device="cuda").local_grad(agent, w, 1)
+            assert again == pytest.approx(lg, rel=1e-6)  # dropout masks too are a function of (seed, agent, round)
+        assert bool(gpu.determinism_warnings()) == (not torch.are_deterministic_algorithms_enabled())
         ec, eg = cpu.evaluate(w), gpu.evaluate(w)
         assert eg == gpu.evaluate(w)
         for k in ec:
