@@ -13,8 +13,8 @@ from .codecs import Codec, Encoded, Key, codec, codecs  # noqa: E402
 from .errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError  # noqa: E402
 from .schemes import Context, Scheme, digest, scheme, schemes  # noqa: E402
 
-# Loaded on first use: the runtime imports torch, which the codec API does not need.
-_LAZY = {"run": "api", "Result": "api"}
+# Loaded on first use: the runtime and tasks import torch, which the codec API does not need.
+_LAZY = {"run": "api", "Result": "api", "TorchTask": "tasks", "partition": "tasks"}
 
 
 def __getattr__(name):
@@ -26,4 +26,5 @@ def __getattr__(name):
 
 
 __all__ = ["Codec", "ConfigError", "Context", "DecodeError", "Encoded", "Key", "MirrorError", "PsgradError", "Result",
-           "Scheme", "WireError", "codec", "codecs", "digest", "run", "scheme", "schemes", "__version__"]
+           "Scheme", "TorchTask", "WireError", "codec", "codecs", "digest", "partition", "run", "scheme", "schemes",
+           "__version__"]

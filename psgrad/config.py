@@ -32,6 +32,7 @@ class TaskConfig:
     heterogeneity: float = 1.0      # linreg: spread of the agents' local optima
     noise: float = 0.1              # linreg: label noise
     l2: float = 0.0                 # L2 regularisation in the training loss
+    device: str = "cpu"             # cpu | cuda | auto (cuda if torch finds a GPU, else cpu): model and data
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Config:
 SECTIONS = {f.name: f.type for f in fields(Config)}
 _CHOICES = {
     ("task", "partition"): ("iid", "dirichlet", "classes"),
+    ("task", "device"): ("cpu", "cuda", "auto"),
     ("optim", "schedule"): ("constant", "cosine", "step"),
     ("run", "aggregate"): ("mean", "weighted"),
     ("run", "bad_message"): ("stop", "drop"),

@@ -15,6 +15,7 @@ from .classification import build_cnn, build_logreg, build_mlp
 from .linreg import LinRegTask, build_linreg
 from .partition import PARTITIONS, partition
 from .task import Task
+from .torch_task import TorchTask
 
 # name -> builder(cfg: TaskConfig, n_agents: int, seed: int) -> Task
 TASKS = {
@@ -38,4 +39,4 @@ def make_task(cfg, n_agents, seed):
     return TASKS[cfg.name](cfg, int(n_agents), int(seed))
 
 
-__all__ = ["LinRegTask", "PARTITIONS", "TASKS", "Task", "make_task", "partition"]
+__all__ = ["LinRegTask", "PARTITIONS", "TASKS", "Task", "TorchTask", "make_task", "partition"]

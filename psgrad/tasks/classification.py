@@ -9,6 +9,7 @@ by the configured partition.
 from ..errors import ConfigError
 from . import models
 from .data import IMAGE_SHAPES, load, split
+from .device import resolve_device
 from .objectives import for_classes
 from .partition import partition
 from .task import Task
@@ -24,17 +25,18 @@ def _shards(cfg, n_agents, seed):
     return shards, (parts.x_test, parts.y_test), parts.n_classes
 
 
-def _task(name, cfg, n_agents, seed, build_module, random_init):
+def _task(name, cfg, n_agents, seed, build_module, init):
+    device = resolve_device(cfg.device)
     shards, test, n_classes = _shards(cfg, n_agents, seed)
     objective, n_outputs = for_classes(n_classes)
     module = models.on_meta(build_module, shards[0][0].shape[1], n_outputs)
     return Task(name, module, objective, shards, test, seed=seed, l2=cfg.l2, batch_size=cfg.batch_size,
-                random_init=random_init)
+                init=init, device=device)
 
 
 def build_logreg(cfg, n_agents, seed):
     """Logistic regression ``z = W x + b`` (binary: one logit; multiclass: multinomial), started at zero."""
-    return _task("logreg", cfg, n_agents, seed, models.linear, random_init=False)
+    return _task("logreg", cfg, n_agents, seed, models.linear, init="zeros")
 
 
 def build_mlp(cfg, n_agents, seed):
@@ -42,7 +44,7 @@ def build_mlp(cfg, n_agents, seed):
     if cfg.hidden < 1:
         raise ConfigError(f"hidden must be >= 1, got hidden={cfg.hidden}")
     return _task("mlp", cfg, n_agents, seed,
-                 lambda p, out: models.mlp(p, out, hidden=cfg.hidden), random_init=True)
+                 lambda p, out: models.mlp(p, out, hidden=cfg.hidden), init="uniform")
 
 
 def build_cnn(cfg, n_agents, seed):
@@ -51,4 +53,4 @@ def build_cnn(cfg, n_agents, seed):
         raise ConfigError(f"task 'cnn' needs an image dataset, got {cfg.dataset!r}; "
                           f"valid: {', '.join(sorted(IMAGE_SHAPES))}")
     shape = IMAGE_SHAPES[cfg.dataset]
-    return _task("cnn", cfg, n_agents, seed, lambda p, out: models.cnn(shape, out), random_init=True)
+    return _task("cnn", cfg, n_agents, seed, lambda p, out: models.cnn(shape, out), init="uniform")

@@ -5,29 +5,47 @@ view into ``grad``, so loading a flat vector is one ``copy_`` and the flat
 gradient needs no concatenation: autograd accumulates into the existing
 ``.grad`` views in place (they are zeroed, never replaced, between calls).
 The order of the flat vector is ``module.named_parameters()`` order, each
-parameter in row-major layout.
+parameter in row-major layout; a parameter shared by several submodules (tied
+weights) appears once and every submodule holding it gets the same view.
+Buffers (BatchNorm running statistics, constants) are not part of the flat
+vector: they stay tensors of the module, moved to the same device.
 """
 import numpy as np
 import torch
 
 
 class FlatModule:
-    """Binds ``module``'s parameters to a flat buffer ``params`` and gradients to ``grad``."""
+    """Binds ``module``'s parameters to a flat buffer ``params`` and gradients to ``grad``, both on ``device``.
 
-    def __init__(self, module):
+    A module built on the meta device gets storage only: ``params`` starts at
+    zero and the task initialises it. Otherwise the module's own parameter
+    values are copied into ``params``.
+    """
+
+    def __init__(self, module, device=torch.device("cpu")):
         self.module = module
+        on_meta = any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+        if on_meta:
+            module.to_empty(device=device)
+        else:
+            module.to(device)
         named = list(module.named_parameters())
+        aliases = {}  # id(parameter) -> every name it is reachable under
+        for name, p in module.named_parameters(remove_duplicate=False):
+            aliases.setdefault(id(p), []).append(name)
         self.shapes = [(name, tuple(p.shape)) for name, p in named]
         self.d = sum(p.numel() for _, p in named)
-        self.params = torch.zeros(self.d, dtype=torch.float32)
-        self.grad = torch.zeros(self.d, dtype=torch.float32)
+        self.params = torch.zeros(self.d, dtype=torch.float32, device=device)
+        self.grad = torch.zeros(self.d, dtype=torch.float32, device=device)
         offset = 0
         for name, p in named:
             n = p.numel()
-            owner, attr = _owner(module, name)
-            view = torch.nn.Parameter(self.params[offset:offset + n].view(p.shape))
+            if not on_meta:
+                self.params[offset:offset + n].copy_(p.detach().reshape(-1))
+            view = torch.nn.Parameter(self.params[offset:offset + n].view(p.shape), requires_grad=p.requires_grad)
             view.grad = self.grad[offset:offset + n].view(p.shape)
-            setattr(owner, attr, view)
+            for alias in aliases[id(p)]:
+                setattr(*_owner(module, alias), view)
             offset += n
         self._bound = [p.grad for p in module.parameters()]
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .data import BUNDLED, load, split
+from .device import resolve_device
 from .models import linear, on_meta
 from .objectives import SQUARED
 from .partition import partition
@@ -44,12 +45,11 @@ SYNTHETIC = {"synthetic"} | {name for name, (_, kind) in BUNDLED.items() if kind
 class LinRegTask(Task):
     """A least-squares Task with ``f_star``, ``x_star`` (float64) and an exact ``suboptimality`` metric."""
 
-    metric_names = ("train_loss", "test_loss", "suboptimality")
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._x64 = self._x_train.numpy().astype(np.float64)
-        self._y64 = self._y_train.numpy().astype(np.float64)
+        self.metric_names += ("suboptimality",)
+        self._x64 = self._x_train.cpu().numpy().astype(np.float64)
+        self._y64 = self._y_train.cpu().numpy().astype(np.float64)
         self.x_star = solve(self._x64, self._y64, self.l2)
         self._f_star = self.objective64(self.x_star)
 
@@ -128,4 +128,4 @@ def build_linreg(cfg, n_agents, seed):
     shards, test = (synthetic if cfg.dataset in SYNTHETIC else real)(cfg, n_agents, seed)
     module = on_meta(linear, shards[0][0].shape[1], 1, bias=False)
     return LinRegTask("linreg", module, SQUARED, shards, test, seed=seed, l2=cfg.l2,
-                      batch_size=cfg.batch_size, random_init=False)
+                      batch_size=cfg.batch_size, init="zeros", device=resolve_device(cfg.device))

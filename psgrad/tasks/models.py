@@ -1,8 +1,8 @@
 """Model architectures, built without touching torch's global random generator.
 
 Modules are constructed on the ``meta`` device (no memory, no random draws);
-``FlatModule`` then binds their parameters to a flat CPU buffer, and
-``init_uniform`` fills that buffer from a local ``torch.Generator``. Every
+``FlatModule`` then binds their parameters to a flat buffer on the task's
+device, and ``init_uniform`` fills that buffer from a local ``torch.Generator``. Every
 model maps a batch of flat feature vectors ``float32[N, p]`` to outputs
 ``float32[N, out]``.
 """
@@ -46,11 +46,14 @@ def init_uniform(module, generator):
     """PyTorch's default scale, drawn from ``generator``: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
     (That is what ``kaiming_uniform_(a=sqrt(5))`` reduces to for nn.Linear and nn.Conv2d.)
+    Values are drawn on the CPU (``generator`` is a CPU generator) and copied to
+    the module's device, so a seed gives the same start on every device.
+    Other layers keep their parameters.
     """
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 bound = 1.0 / math.sqrt(layer.weight[0].numel())
-                layer.weight.uniform_(-bound, bound, generator=generator)
-                if layer.bias is not None:
-                    layer.bias.uniform_(-bound, bound, generator=generator)
+                for p in (layer.weight, layer.bias):
+                    if p is not None:
+                        p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))

@@ -43,6 +43,39 @@ BINARY_LOGISTIC = Objective("binary_logistic", _binary_logistic, _as_float,
 CROSS_ENTROPY = Objective("cross_entropy", F.cross_entropy, _as_long, lambda out: out.argmax(dim=1))
 
 
+def _as_given(y):
+    # A user loss gets the targets as given, floating point as float32 (the model's precision), integers as int64.
+    y = np.ascontiguousarray(y)
+    if y.dtype.kind == "f":
+        y = y.astype(np.float32, copy=False)
+    elif y.dtype.kind in "iu":
+        y = y.astype(np.int64, copy=False)
+    return torch.from_numpy(y)
+
+
+def _mse(outputs, y):
+    # mean over all elements of (outputs - y)^2; outputs are reshaped to the targets' shape ([N, 1] vs [N]).
+    return F.mse_loss(outputs.reshape(y.shape), y)
+
+
+def _bce(outputs, y):
+    # mean over all elements of the logistic loss of logits against 0/1 targets of the same number of elements.
+    return F.binary_cross_entropy_with_logits(outputs.reshape(y.shape), y)
+
+
+# Losses a TorchTask names: mean over samples (and outputs) of the per-element loss.
+LOSSES = {
+    "cross_entropy": CROSS_ENTROPY,  # outputs float32[N, C] logits, targets int labels [N]
+    "mse": Objective("mse", _mse, _as_float, None),
+    "bce": Objective("bce", _bce, _as_float, lambda out: (out > 0).long()),  # logits, 0/1 targets
+}
+
+
+def custom(loss):
+    """The objective of a user's ``loss(outputs, targets) -> 0-d tensor``: targets as given, no predictions."""
+    return Objective(getattr(loss, "__name__", "custom"), loss, _as_given, None)
+
+
 def for_classes(n_classes):
     """The classification objective for ``n_classes`` classes and the number of model outputs it needs."""
     return (BINARY_LOGISTIC, 1) if n_classes == 2 else (CROSS_ENTROPY, n_classes)

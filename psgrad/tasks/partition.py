@@ -6,6 +6,7 @@ training sample goes to exactly one agent and every agent gets at least one
 sample; a configuration that cannot satisfy both is a ConfigError.
 """
 import numpy as np
+import torch
 
 from ..errors import ConfigError
 from .seeding import rng_for
@@ -80,11 +81,22 @@ PARTITIONS = {"iid": iid, "dirichlet": dirichlet, "classes": classes}
 
 
 def partition(name, labels, n_agents, seed, **params):
-    """Indices of each agent's training samples under partition ``name`` (deterministic in ``seed``)."""
+    """Indices of each agent's training samples under partition ``name`` (deterministic in ``seed``).
+
+    ``labels``: one label per sample, numpy or torch, of any type ``np.unique``
+    sorts (ints, strings); ``params``: ``alpha`` (dirichlet), ``classes_per_agent``
+    (classes). A user's own data is split by indexing it::
+
+        parts = psgrad.partition("dirichlet", y, n_agents=8, seed=0, alpha=0.3)
+        shards = [(x[idx], y[idx]) for idx in parts]
+    """
     if name not in PARTITIONS:
         raise ConfigError(f"unknown partition {name!r}; valid: {', '.join(sorted(PARTITIONS))}")
     if n_agents < 1:
         raise ConfigError(f"need at least one agent, got {n_agents=}")
+    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if labels.ndim != 1:
+        raise ConfigError(f"labels must hold one label per sample (one dimension), got shape {labels.shape}")
     if len(labels) < n_agents:
         raise ConfigError(f"{len(labels)} training samples cannot give each of {n_agents} agents one")
-    return PARTITIONS[name](np.asarray(labels), n_agents, rng_for(seed, f"partition/{name}"), **params)
+    return PARTITIONS[name](labels, n_agents, rng_for(seed, f"partition/{name}"), **params)
