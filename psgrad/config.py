@@ -44,7 +44,7 @@ class SchemeConfig:
     params: dict = field(default_factory=dict)
     granularity: str = "model"  # model | tensor: compress the flat gradient, or each parameter tensor on its own
     min_size: int = 0           # tensors with fewer elements are sent as fp32
-    warmup_rounds: int = 0      # the first rounds are sent as fp32 (docs/schemes.md, "Per-tensor and warm-up")
+    warmup_rounds: int = 0      # the first rounds are sent as fp32 (docs/schemes.md, "Per-tensor compression")
 
 
 @dataclass

@@ -105,6 +105,9 @@ def layout(shapes, granularity, min_size):
     sizes = check_shapes(shapes)
     if granularity == "tensor" and len(sizes) >= MAX_TENSORS:
         raise ConfigError(f"granularity=tensor handles at most {MAX_TENSORS - 1} tensors, the model has {len(sizes)}")
+    if granularity == "model" and MODEL_PART in (name for name, _ in sizes):
+        raise ConfigError(f"granularity=model with min_size: a tensor may not be named {MODEL_PART!r} "
+                          f"(the name of the part it compresses)")
     parts, merged, offset = [], [], 0
     for i, (name, n) in enumerate(sizes):
         span = (offset, offset + n)
@@ -113,18 +116,16 @@ def layout(shapes, granularity, min_size):
             parts.append(Part(name, None, (span,), n, 0))
         elif granularity == "tensor":
             parts.append(Part(name, f"t{i}", (span,), n, i + 1))
+        elif not merged:
+            merged.append(span)
+            model_at = len(parts)  # the model part goes where its first element lies
+            parts.append(None)
+        elif merged[-1][1] == span[0]:  # adjacent tensors make one span
+            merged[-1] = (merged[-1][0], span[1])
         else:
-            if not merged:
-                if MODEL_PART in (s[0] for s in sizes):
-                    raise ConfigError(f"granularity=model with min_size: a tensor may not be named {MODEL_PART!r}")
-                parts.append(None)  # the model part goes where its first element lies
-                where = len(parts) - 1
-            if merged and merged[-1][1] == span[0]:  # adjacent tensors make one span
-                merged[-1] = (merged[-1][0], span[1])
-            else:
-                merged.append(span)
+            merged.append(span)
     if merged:
-        parts[where] = Part(MODEL_PART, MODEL_PART, tuple(merged), sum(b - a for a, b in merged), 0)
+        parts[model_at] = Part(MODEL_PART, MODEL_PART, tuple(merged), sum(b - a for a, b in merged), 0)
     return parts, offset
 
 
@@ -157,12 +158,12 @@ class Tensorwise(Scheme):
         return self.inner.g_hat_is_payload and all(len(p.spans) == 1 for p in self.parts)
 
     def scheme_parts(self):
-        """``(index, part)`` of each part the scheme compresses."""
-        return [(i, p) for i, p in enumerate(self.parts) if p.field is not None]
+        """The parts the scheme compresses, in payload order."""
+        return [p for p in self.parts if p.field is not None]
 
     def check_codec(self, d):
         self._check_length(d)
-        for _, p in self.scheme_parts():
+        for p in self.scheme_parts():
             self.inner.check_codec(p.size)
 
     def _check_length(self, d):
@@ -174,7 +175,7 @@ class Tensorwise(Scheme):
 
     def init(self, d):
         self._check_length(d)
-        pairs = [self.inner.init(p.size) for _, p in self.scheme_parts()]
+        pairs = [self.inner.init(p.size) for p in self.scheme_parts()]
         return self.State(*(s for s, _ in pairs)), self.Private(*(q for _, q in pairs))
 
     def encode(self, state, private, g, ctx):
@@ -214,7 +215,6 @@ class Tensorwise(Scheme):
         return lengths, pos
 
     def reconstruct(self, state, payload, ctx):
-        self._check_length(ctx.d)
         end = int(payload.nbits)
         data = check_payload(payload.data, end)
         lengths, pos = self.lengths(data, end)
@@ -233,12 +233,12 @@ class Tensorwise(Scheme):
 
     def compensate(self, private, g, g_hat):
         return private._replace(**{p.field: self.inner.compensate(getattr(private, p.field), p.take(g), p.take(g_hat))
-                                   for _, p in self.scheme_parts()})
+                                   for p in self.scheme_parts()})
 
     def map_states(self, state, g_hat, fn):
         """The state with each scheme part's field replaced by ``fn(part_state, part_g_hat)``."""
         return state._replace(**{p.field: fn(getattr(state, p.field), frozen(p.take(g_hat)))
-                                 for _, p in self.scheme_parts()})
+                                 for p in self.scheme_parts()})
 
     def raw_info(self):
         """``Encoded.info`` bit counts of a payload that is the whole vector as fp32 (a warm-up round)."""

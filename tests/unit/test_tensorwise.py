@@ -266,3 +266,12 @@ def test_the_scheme_config_takes_the_three_settings_with_validation():
                        ("scheme.warmup_rounds=-1", "warmup_rounds"), ("scheme.min_size=1.5", "min_size")):
         with pytest.raises(ConfigError, match=match):
             config.load(None, [bad])
+
+
+def test_model_granularity_with_no_tensor_below_min_size_sends_the_plain_schemes_bits():
+    plain = psgrad.scheme("tpc", "qsgd")
+    s = wrap(plain, SHAPES, min_size=1)
+    assert [(p.name, p.spans) for p in s.parts] == [("model", ((0, D),))]
+    for (payload, _, g_hat), (expected, _, expected_hat) in zip(run(s, 5)[0], run(plain, 5)[0]):
+        assert payload.nbits == expected.nbits and bytes(payload.data) == bytes(expected.data)
+        assert np.array_equal(g_hat, expected_hat) and payload.info["bits/model"] == payload.nbits
