@@ -43,6 +43,9 @@ class SchemeConfig:
     codec: str = "qsgd"  # ... with a QSGD-compressed residual
     codec_params: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    granularity: str = "model"  # model | tensor: compress the flat gradient, or each parameter tensor on its own
+    min_size: int = 0           # tensors with fewer elements are sent as fp32
+    warmup_rounds: int = 0      # the first rounds are sent as fp32 (docs/schemes.md, "Per-tensor compression")
 
 
 @dataclass
@@ -90,6 +93,7 @@ SECTIONS = {f.name: f.type for f in fields(Config)}
 _CHOICES = {
     ("task", "partition"): ("iid", "dirichlet", "classes"),
     ("task", "device"): ("cpu", "cuda", "auto"),
+    ("scheme", "granularity"): ("model", "tensor"),
     ("optim", "schedule"): ("constant", "cosine", "step"),
     ("run", "aggregate"): ("mean", "weighted"),
     ("run", "bad_message"): ("stop", "drop"),
@@ -101,7 +105,7 @@ _POSITIVE = {("run", "rounds"), ("run", "agents_per_worker"), ("run", "eval_ever
              ("task", "samples_per_agent")}
 _NON_NEGATIVE = {("run", "workers"), ("task", "batch_size"), ("task", "noise"), ("task", "heterogeneity"),
                  ("task", "l2"), ("optim", "weight_decay"), ("run", "seed"),
-                 ("run", "checkpoint_every")}
+                 ("run", "checkpoint_every"), ("scheme", "min_size"), ("scheme", "warmup_rounds")}
 _UNIT = {("optim", "momentum"), ("task", "test_fraction"), ("optim", "step_gamma")}
 
 

@@ -6,7 +6,9 @@ from .diana import Diana
 from .ef import EF
 from .ef21 import EF21
 from .lag import Lag
+from .tensorwise import Tensorwise
 from .tpc import TPC
+from .warmup import Warmup, wrap
 
 REGISTRY = {
     "direct": Direct,
