@@ -33,7 +33,7 @@ from ..bitstream.words import (OMEGA_CODE, OMEGA_DEC, OMEGA_LEN, OMEGA_PEEK, OME
                                load_words, omega_code, sink_flush, sink_put)
 from ..errors import DecodeError
 from .base import SparseDecodeCodec
-from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
+from .buckets import bucket_count, bucket_l2_f32, bucket_size, check_bucket
 
 _PEEK_MASK = np.uint64((1 << OMEGA_PEEK) - 1)
 _ONE = np.uint64(1)
@@ -296,7 +296,7 @@ class Qsgd(SparseDecodeCodec):
     def _encode(self, x, key):
         d = x.shape[0]
         b = bucket_size(d, self.bucket)
-        norms = bucket_l2(x, b).astype(np.float32)
+        norms = bucket_l2_f32(x, b)
         lev = np.empty(d, np.int8)
         mask = np.empty((d + 63) // 64, np.uint64)
         _levels(x, b, norms, self.levels, np.uint64(key.stream("qsgd")), lev, mask)
