@@ -303,7 +303,19 @@ class Qsgd(SparseDecodeCodec):
         words = np.empty((self._max_bits(d) + 63) // 64 + 1, np.uint64)  # the writer stores whole words
         return words.view(np.uint8), _write(lev, mask, b, norms.view(np.uint32).astype(np.uint64), words)
 
-    def _decode_nonzero(self, data, nbits, d, key, out, add):
+    def _min_bits(self, d):
+        """Fewest bits of a ``d``-vector's payload: per bucket of length ``n`` the norm and gaps that sum to
+        ``n + 1``, whose omega codes take at least ``bit_length(n + 1)`` bits (an omega code of ``g`` takes at
+        least ``bit_length(g)``, and ``bit_length(a + b) <= bit_length(a) + bit_length(b)``)."""
+        b = bucket_size(d, self.bucket)
+        full, last = divmod(d, b)
+        return full * (32 + (b + 1).bit_length()) + (32 + (last + 1).bit_length() if last else 0)
+
+    def _check_length(self, nbits, d):
         if nbits > self._max_bits(d):
             raise DecodeError(f"qsgd: {nbits} bits exceed the most a {d}-vector can take")
+        if nbits < self._min_bits(d):
+            raise DecodeError(f"qsgd: {nbits} bits are fewer than any {d}-vector takes ({self._min_bits(d)})")
+
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
         _read(load_words(data, nbits), nbits, d, bucket_size(d, self.bucket), self.levels, out, add)
