@@ -8,7 +8,7 @@ import time
 import numpy as np
 from pathlib import Path
 
-from .. import config as config_mod
+from .. import config as config_mod, units
 from ..errors import ConfigError
 from ..plot import plot_runs
 from .accounting import CUMULATIVE_FIELDS, MESSAGE_FIELDS, ROUND_FIELDS
@@ -41,6 +41,7 @@ class Recorder:
         self.evals = {}
         self.params = None
         self.t0 = time.perf_counter()
+        self._first_round, self._first_time = 0, 0.0  # where this process's speed is measured from
         if resume is None:
             for name in JOURNALS.values():
                 (self.dir / name).write_bytes(b"")
@@ -65,6 +66,7 @@ class Recorder:
         self.infos = read_journal(self.dir / JOURNALS["infos"])
         self.last, self.evals = state["last"], state["evals"]
         self.t0 = time.perf_counter() - float(self.last.get("time_s", 0.0))
+        self._first_round, self._first_time = int(self.last.get("round", 0)), float(self.last.get("time_s", 0.0))
         self._file = open(self.dir / "metrics.csv", "a", newline="")
 
     def position(self):
@@ -159,11 +161,23 @@ class Recorder:
         self.last = row
 
     def _progress(self, row):
-        metrics = "  ".join(f"{k} {self.evals[k]:.4g}" for k in self.task.metric_names if k in self.evals)
-        ratio = self.fp32_bits(row["round"]) / max(row["cum_up_payload_bits"], 1)
-        return (f"round {row['round']}/{self.cfg.run.rounds}  agent_loss {row['agent_loss']:.4g}  {metrics}  "
-                f"uplink {row['cum_up_payload_bits'] / 1e6:.4g} Mbit (x{ratio:.1f} vs fp32)")
+        """One console line (under 100 columns with the built-in tasks): progress, elapsed time, rounds per
+        second, ETA, the agents' loss, the held-out metrics (short names), cumulative uplink payload bits
+        and their saving over fp32. A plain line every ``log_every`` rounds: logs stay readable off a tty."""
+        t, total, elapsed = row["round"], self.cfg.run.rounds, row["time_s"]
+        done = t - self._first_round
+        rate = done / elapsed_since if (elapsed_since := elapsed - self._first_time) > 0 and done > 0 else math.nan
+        eta = (total - t) / rate if rate > 0 else math.nan
+        metrics = " ".join(f"{_SHORT.get(k, k)} {self.evals[k]:.4g}" for k in self.task.metric_names
+                           if k in self.evals and not k.startswith("train_"))
+        ratio = self.fp32_bits(t) / max(row["cum_up_payload_bits"], 1)
+        return (f"[{t:>{len(str(total))}}/{total}] {units.duration(elapsed)} {rate:.3g} r/s "
+                f"eta {units.duration(eta)} | loss {row['agent_loss']:.4g} {metrics} | "
+                f"up {units.bits(row['cum_up_payload_bits'])} x{ratio:.1f}")
 
+
+# Metric names as the console shortens them
+_SHORT = {"test_loss": "test", "test_accuracy": "acc", "suboptimality": "subopt"}
 
 # Append-only journals in the run folder, by role
 JOURNALS = {"messages": "messages.jsonl", "infos": "agent_info.jsonl"}
@@ -190,9 +204,13 @@ def infos_summary(infos):
 
 
 def summary_line(s):
+    """The end-of-run report: four lines, each under 100 columns (but for a long results path)."""
     final = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
     times = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in s["timings_s"].items() if isinstance(v, float))
     return (f"done: {s['rounds']} rounds of {s['scheme']}/{s['codec']} on {s['task']} (d={s['d']}, "
-            f"{s['agents']} agents): {final}; uplink {s['uplink_payload_bits']:,} payload bits "
-            f"({s['bits_per_coordinate']:.3g} bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "
-            f"{s['uplink_wire_bytes']:,} wire bytes; results in {s['dir']}\ntime: {times}")
+            f"{s['agents']} agents); results in {s['dir']}\n"
+            f"final: {final}\n"
+            f"uplink: {units.bits(s['uplink_payload_bits'])} of payload ({s['bits_per_coordinate']:.3g} "
+            f"bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "
+            f"{units.si(s['uplink_wire_bytes'])}B on the wire\n"
+            f"time: {times}")
