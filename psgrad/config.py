@@ -76,6 +76,7 @@ class RunConfig:
     checkpoint_every: int = 0    # rounds between checkpoints (0: only on SIGTERM); see docs/reliability.md
     bad_message: str = "stop"    # stop | drop: a corrupt or unexpected message ends the run, or is dropped
     nonfinite: str = "stop"      # stop | skip: a NaN/Inf local gradient ends the run, or the agent skips the round
+    tensorboard: bool = False    # also write the per-round metrics as TensorBoard events (pip extra psgrad[tensorboard])
 
 
 @dataclass

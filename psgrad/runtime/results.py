@@ -52,6 +52,7 @@ class Recorder:
             self._resume(resume)
             self._csv = csv.DictWriter(self._file, self.columns, restval="")
         self._journals = {k: open(self.dir / name, "a") for k, name in JOURNALS.items()}
+        self._board = _board(self.dir) if cfg.run.tensorboard else None
 
     def _resume(self, state):
         """Cut the run's files back to the checkpoint and reload what the summary needs."""
@@ -118,6 +119,8 @@ class Recorder:
         self._file.close()
         for f in self._journals.values():
             f.close()
+        if self._board is not None:
+            self._board.close()
         # In (round, agent) order, however they were gathered, so that means are summed in one order
         infos = sorted(self.infos + list(infos), key=lambda i: (i["round"], i["agent"]))
         info_by_key = {(i["round"], i["agent"]): i for i in infos}
@@ -159,6 +162,11 @@ class Recorder:
         self._csv.writerow(row)
         self._file.flush()
         self.last = row
+        if self._board is not None:  # every number of the row, under its metrics.csv column name
+            for k, v in row.items():
+                if k != "round" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._board.add_scalar(k, v, row["round"])
+            self._board.flush()
 
     def _progress(self, row):
         """One console line (under 100 columns with the built-in tasks): progress, elapsed time, rounds per
@@ -174,6 +182,16 @@ class Recorder:
         return (f"[{t:>{len(str(total))}}/{total}] {units.duration(elapsed)} {rate:.3g} r/s "
                 f"eta {units.duration(eta)} | loss {row['agent_loss']:.4g} {metrics} | "
                 f"up {units.bits(row['cum_up_payload_bits'])} x{ratio:.1f}")
+
+
+def _board(folder):
+    """A TensorBoard event writer into the run folder; ConfigError naming the pip extra when it is missing."""
+    try:
+        import tensorboard  # noqa: F401  (torch's writer needs it, and says so less plainly)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("run.tensorboard needs the tensorboard package: pip install 'psgrad[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(folder))
 
 
 # Metric names as the console shortens them

@@ -32,3 +32,37 @@ def test_console_lines_show_speed_eta_and_bits_with_units_within_100_columns(tmp
     assert re.match(r"\[6/6\] \d+\.\ds [\d.]+ r/s eta 0\.0s \| loss [\d.]+ test [\d.]+ .*\| up [\d.]+ kbit x[\d.]+$",
                     progress[-1]), progress[-1]
     assert any(line.startswith("uplink: ") and "kbit of payload" in line for line in text)
+
+
+def test_tensorboard_events_hold_every_rounds_metrics_and_bits(tmp_path):
+    pytest.importorskip("tensorboard", reason="needs the tensorboard package (pip install 'psgrad[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = resolve_workers(config.load(None, [f"run.results_dir={tmp_path}", "run.name=tb", "run.rounds=4",
+                                             "run.eval_every=2", "run.tensorboard=true"]), 1)
+    run_local(cfg, *build(cfg), log=lambda line: None)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    bits = events.Scalars("cum_up_payload_bits")
+    assert [e.step for e in bits] == [0, 1, 2, 3, 4] and bits[0].value == 0 and bits[-1].value > 0
+    assert [e.step for e in events.Scalars("test_accuracy")] == [0, 2, 4]
+    assert (tmp_path / "tb" / "metrics.csv").is_file()
+
+
+def test_tensorboard_without_its_package_is_one_config_error_naming_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    from psgrad.errors import ConfigError
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    cfg = resolve_workers(config.load(None, [f"run.results_dir={tmp_path}", "run.name=tb", "run.rounds=2",
+                                             "run.tensorboard=true"]), 1)
+    with pytest.raises(ConfigError, match=r"pip install 'psgrad\[tensorboard\]'"):
+        run_local(cfg, *build(cfg), log=lambda line: None)
