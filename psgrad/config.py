@@ -7,6 +7,8 @@ expected. ``psgrad.train`` turns a ``ConfigError`` into one line and status 2.
 """
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -79,6 +81,7 @@ class RunConfig:
     checkpoint_every: int = 0    # rounds between checkpoints (0: only on SIGTERM); see docs/reliability.md
     bad_message: str = "stop"    # stop | drop: a corrupt or unexpected message ends the run, or is dropped
     nonfinite: str = "stop"      # stop | skip: a NaN/Inf local gradient ends the run, or the agent skips the round
+    tensorboard: bool = False    # also write the per-round metrics as TensorBoard events (pip extra psgrad[tensorboard])
 
 
 @dataclass
@@ -138,13 +141,31 @@ def config_hash(cfg):
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()
 
 
+class Loader(yaml.SafeLoader):
+    """YAML's safe loader, with the numbers people write read as floats: ``1e-3``, ``1E-3``, ``5e+2``,
+    ``1.0e6`` and ``-.5`` are strings under YAML 1.1's float rule (a dot, a signed exponent, no sign before
+    a leading dot), floats here, as in YAML 1.2 and Python. Every YAML psgrad reads (config files, comparison files, ``--set``
+    values) goes through it."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+|\.[0-9_]+)$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text):
+    """The value of YAML ``text`` under ``Loader``."""
+    return yaml.load(text, Loader=Loader)
+
+
 def read_yaml(path, what="config file"):
     """The mapping a YAML file holds; a missing file, bad YAML or a non-mapping is a ConfigError naming ``what``."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -176,7 +197,7 @@ def parse_override(item, form, example, min_parts=1):
     if not sep or len(parts) < min_parts or not all(parts):
         raise ConfigError(f"override {item!r} must look like {form} (e.g. {example})")
     try:
-        return parts, yaml.safe_load(raw)
+        return parts, load_yaml(raw)
     except yaml.YAMLError:
         return parts, raw
 
@@ -201,6 +222,10 @@ def _coerce(key, value, typ):
     typ = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}.get(typ, typ)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite float, got {value!r}")
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # rounds=1e3 is a thousand rounds
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if typ is dict and value is None:

@@ -18,7 +18,7 @@ Layout (``struct`` format ``<2sBBB3xIIQf4xQ``, 40 bytes)::
 then ``ceil(nbits / 8)`` payload bytes (padding bits zero), then the digest if
 flagged. A frame's length is therefore a function of its header, and
 ``parse`` refuses any frame whose length, magic, version, kind, flags,
-padding or check disagree with it.
+zero bytes, padding or check disagree with it.
 
 The check reads the frame without its check field as little-endian 64-bit
 words (the last one zero-padded) and deals word k to lane k mod 32; each lane
@@ -67,6 +67,7 @@ FLAG_STOP = 4
 FLAG_SKIPPED = 8
 FLAG_STOP_REQUEST = 16
 FLAG_DROPS = 32
+_RESERVED = ((5, 8), (28, 32))  # [lo, hi) of the header's zero bytes (the ``x`` pads of HEADER)
 CHECK_OFFSET = 32  # the check is the header's last field: the bytes before it and after it are checked
 MAX_PAYLOAD_BITS = 8 * (2**40)  # 1 TiB: anything larger is a corrupt header
 
@@ -303,6 +304,10 @@ def parse(buf, verify=True):
         raise WireError(f"unknown message kind {kind} {where}")
     if flags & ~FLAGS[Kind(kind)]:
         raise WireError(f"unknown flags {flags:#x} for a {Kind(kind).name} message {where}")
+    for lo, hi in _RESERVED:
+        if buf[lo:hi].any():
+            raise WireError(f"reserved header bytes {lo}-{hi - 1} are {buf[lo:hi].tobytes().hex()}, "
+                            f"expected zero {where}")
     if nbits > MAX_PAYLOAD_BITS:
         raise WireError(f"payload length {nbits} bits is implausible {where}")
     has_digest = bool(flags & FLAG_DIGEST)

@@ -14,6 +14,11 @@ from ..bitstream.rng import stream_key
 from ..errors import DecodeError
 
 
+# The longest vector a codec decodes: 2^38 float32 (1 TiB), whose fp32 message is the largest the wire carries
+# (wire.MAX_PAYLOAD_BITS). A longer ``d`` is refused before anything is allocated.
+MAX_LENGTH = 2 ** 38
+
+
 class Key(NamedTuple):
     """Shared-randomness key of one message: run seed, agent, round (and a sub-stream tag)."""
 
@@ -131,8 +136,8 @@ class Codec:
         nbits = int(nbits)
         data = check_payload(data, nbits)
         d = int(d)
-        if d < 0:
-            raise DecodeError(f"{self.name}: length must be >= 0, got {d=}")
+        if not 0 <= d <= MAX_LENGTH:
+            raise DecodeError(f"{self.name}: length must be in [0, 2^38], got {d=}")
         return data, nbits, d
 
     def _check_out(self, out, d):
@@ -156,15 +161,25 @@ class SparseDecodeCodec(Codec):
     Subclasses implement ``_decode_nonzero(data, nbits, d, key, out, add)``, which sets those coordinates
     of the zeroed ``out`` (``add`` False) or adds them to ``out`` (``add`` True); ``decode`` and
     ``decode_add`` both go through it, so ``decode_add`` costs no zero fill and no dense pass.
+
+    A sparse payload can be far shorter than ``d``, so ``d`` is checked against what the payload's length
+    allows (``_check_length``) before ``out`` is allocated: an absurd ``d`` is a ``DecodeError``, not a
+    ``MemoryError``. Where a length bounds nothing (a zero vector under one bucket, ``k`` fixed), the
+    ``d`` given is the receiver's own and is decoded as given, up to ``MAX_LENGTH``.
     """
 
     def _decode(self, data, nbits, d, key):
+        self._check_length(nbits, d)
         out = np.zeros(d, np.float32)
         self._decode_nonzero(data, nbits, d, key, out, False)
         return out
 
     def _decode_add(self, data, nbits, d, key, out):
+        self._check_length(nbits, d)
         self._decode_nonzero(data, nbits, d, key, out, True)
+
+    def _check_length(self, nbits, d):
+        """Raise ``DecodeError`` when no ``d``-vector's payload has ``nbits`` bits (nothing allocated yet)."""
 
     def _decode_nonzero(self, data, nbits, d, key, out, add):
         raise NotImplementedError

@@ -9,6 +9,9 @@ machine, and eight independent add chains instead of one long one.
 import numpy as np
 from numba import njit
 
+F32_MAX = float(np.finfo(np.float32).max)
+SAFE_MAGNITUDE = 64  # range_shift brings the largest magnitude below 2^64: far from float32's 2^128
+
 
 def bucket_size(d, bucket):
     """The effective bucket length for ``d`` coordinates (``bucket = 0``: all of them)."""
@@ -86,6 +89,27 @@ def bucket_l2(x, b):
     for k in range(nb):
         out[k] = np.sqrt(_sum8(x[k * b:(k + 1) * b], True))
     return out
+
+
+def bucket_l2_f32(x, b):
+    """``bucket_l2`` as float32 scales, saturated at the largest float32.
+
+    A bucket of finite entries near float32's maximum has a norm float32 cannot hold; its saturated
+    scale is still >= every entry of the bucket, which is all a scale of levels in [0, 1] needs.
+    """
+    return np.minimum(bucket_l2(x, b), F32_MAX).astype(np.float32)
+
+
+def range_shift(x):
+    """The ``k >= 0`` for which ``x * 2^-k`` has no magnitude above ``2^SAFE_MAGNITUDE`` (0 for most inputs).
+
+    Sums of many entries near float32's maximum (a rotation's, a dot product's) overflow; scaling by a
+    power of two first is exact and keeps them in range, and the caller scales its result back.
+    """
+    if x.shape[0] == 0:
+        return 0
+    top = float(bucket_maxabs(x, x.shape[0])[0])
+    return max(0, np.frexp(top)[1] - SAFE_MAGNITUDE) if np.isfinite(top) else 0
 
 
 @njit(cache=True)

@@ -32,7 +32,7 @@ from ..bitstream.rng import draw_u64
 from ..bitstream.words import get, load_words, new_words, pack_fixed, put, unpack_fixed
 from ..errors import DecodeError
 from .base import Codec, expect_bits
-from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
+from .buckets import bucket_count, bucket_l2_f32, bucket_size, check_bucket
 from .signs import bits_f32, check_scale, f32_bits
 
 
@@ -216,7 +216,7 @@ class NaturalDither(Codec):
     def _encode(self, x, key):
         d = x.shape[0]
         b = bucket_size(d, self.bucket)
-        norms = bucket_l2(x, b).astype(np.float32)
+        norms = bucket_l2_f32(x, b)
         sym = np.empty(d, np.uint8)
         _dither_symbols(x, b, norms, self.levels, np.uint64(key.stream("natural_dither")), sym)
         words = new_words(self._bits(d))

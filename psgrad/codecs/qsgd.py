@@ -33,7 +33,7 @@ from ..bitstream.words import (OMEGA_CODE, OMEGA_DEC, OMEGA_LEN, OMEGA_PEEK, OME
                                load_words, omega_code, sink_flush, sink_put)
 from ..errors import DecodeError
 from .base import SparseDecodeCodec
-from .buckets import bucket_count, bucket_l2, bucket_size, check_bucket
+from .buckets import bucket_count, bucket_l2_f32, bucket_size, check_bucket
 
 _PEEK_MASK = np.uint64((1 << OMEGA_PEEK) - 1)
 _ONE = np.uint64(1)
@@ -296,14 +296,26 @@ class Qsgd(SparseDecodeCodec):
     def _encode(self, x, key):
         d = x.shape[0]
         b = bucket_size(d, self.bucket)
-        norms = bucket_l2(x, b).astype(np.float32)
+        norms = bucket_l2_f32(x, b)
         lev = np.empty(d, np.int8)
         mask = np.empty((d + 63) // 64, np.uint64)
         _levels(x, b, norms, self.levels, np.uint64(key.stream("qsgd")), lev, mask)
         words = np.empty((self._max_bits(d) + 63) // 64 + 1, np.uint64)  # the writer stores whole words
         return words.view(np.uint8), _write(lev, mask, b, norms.view(np.uint32).astype(np.uint64), words)
 
-    def _decode_nonzero(self, data, nbits, d, key, out, add):
+    def _min_bits(self, d):
+        """Fewest bits of a ``d``-vector's payload: per bucket of length ``n`` the norm and gaps that sum to
+        ``n + 1``, whose omega codes take at least ``bit_length(n + 1)`` bits (an omega code of ``g`` takes at
+        least ``bit_length(g)``, and ``bit_length(a + b) <= bit_length(a) + bit_length(b)``)."""
+        b = bucket_size(d, self.bucket)
+        full, last = divmod(d, b)
+        return full * (32 + (b + 1).bit_length()) + (32 + (last + 1).bit_length() if last else 0)
+
+    def _check_length(self, nbits, d):
         if nbits > self._max_bits(d):
             raise DecodeError(f"qsgd: {nbits} bits exceed the most a {d}-vector can take")
+        if nbits < self._min_bits(d):
+            raise DecodeError(f"qsgd: {nbits} bits are fewer than any {d}-vector takes ({self._min_bits(d)})")
+
+    def _decode_nonzero(self, data, nbits, d, key, out, add):
         _read(load_words(data, nbits), nbits, d, bucket_size(d, self.bucket), self.levels, out, add)

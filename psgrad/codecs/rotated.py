@@ -17,6 +17,10 @@ then for each block the signs of ``y`` and one float32 scale ``S``:
 - ``scale="mse"``: ``S = ||y||_1 / n``, the scale of least squared error, a
   contraction with ``alpha >= 1/n``.
 
+Inputs near float32's maximum are rotated after an exact scaling by a power of
+two (``buckets.range_shift``), undone on the scales; a scale beyond float32's
+range is sent as its largest value.
+
 Payload: the padded length ``n_pad`` of sign bits, then one float32 per block:
 ``n_pad + 32 * blocks`` bits (padding to a power of two costs bits for small
 ``d``; for ``d > block`` only up to the next multiple of ``block``).
@@ -27,30 +31,36 @@ from numba import njit
 from ..bitstream.hadamard import fwht_blocks, padded_length, rotate, signed_scaled_copy
 from ..bitstream.words import get, load_words, new_words, pack_signs, put, unpack_signs
 from .base import Codec, expect_bits
-from .buckets import abs_sum, sq_sum
+from .buckets import F32_MAX, abs_sum, range_shift, sq_sum
 from .signs import bits_f32, check_scale, f32_bits
 
 
 @njit(cache=True)
-def _block_scales(y, b, unbiased):
+def _block_scales(y, b, unbiased, factor):
+    """Each block's scale of ``y``, times ``factor``, as float32 saturated at its largest value."""
     nb = y.shape[0] // b
     out = np.empty(nb, np.float32)
     for k in range(nb):
         seg = y[k * b:(k + 1) * b]
         l1 = abs_sum(seg)
         if l1 == 0:
-            out[k] = 0.0
+            v = 0.0
         elif unbiased:
-            out[k] = np.float32(sq_sum(seg) / l1)
+            v = sq_sum(seg) / l1
         else:
-            out[k] = np.float32(l1 / b)
+            v = l1 / b
+        out[k] = np.float32(min(v * factor, F32_MAX))
     return out
 
 
 @njit(cache=True)
-def _expand(words, b, scales, z):
+def _scale_blocks(z, b, scales, inv_sqrt_b):
+    """``z`` (the transformed signs, whole numbers) times each block's ``scale / sqrt(b)``."""
     for k in range(scales.shape[0]):
-        unpack_signs(words, k * b, z[k * b:(k + 1) * b], scales[k])
+        f = np.float32(np.float64(scales[k]) * inv_sqrt_b)
+        seg = z[k * b:(k + 1) * b]
+        for i in range(b):
+            seg[i] = seg[i] * f
 
 
 class RotatedSign(Codec):
@@ -82,8 +92,9 @@ class RotatedSign(Codec):
     def _encode(self, x, key):
         d = x.shape[0]
         n, b, nb = self._layout(d)
-        y = rotate(x, key.stream("rotation"), self.block) if d else np.zeros(n, np.float32)
-        scales = _block_scales(y, b, self.scale == "unbiased")
+        shift = range_shift(x)  # entries near float32's maximum would overflow the rotation's sums
+        y = rotate(np.ldexp(x, -shift), key.stream("rotation"), self.block) if d else np.zeros(n, np.float32)
+        scales = _block_scales(y, b, self.scale == "unbiased", 2.0 ** shift)
         words = new_words(n + 32 * nb)
         pos = pack_signs(y, words, 0)
         for s in scales:
@@ -98,9 +109,12 @@ class RotatedSign(Codec):
         for k in range(nb):
             scales[k] = bits_f32(int(get(words, n + 32 * k, 32)[0]))
             check_scale(self.name, scales[k])
+        # The transform of the signs alone: sums of +-1, exact, whatever the scales (+-scale terms could
+        # overflow and meet as inf - inf); each block's scale comes after.
         z = np.empty(n, np.float32)
-        _expand(words, b, scales, z)
+        unpack_signs(words, 0, z, np.float32(1.0))
         fwht_blocks(z, b)
+        _scale_blocks(z, b, scales, 1.0 / np.sqrt(b))
         out = np.empty(d, np.float32)
-        signed_scaled_copy(z[:d], out, np.uint64(key.stream("rotation")), np.float32(1.0 / np.sqrt(b)))
+        signed_scaled_copy(z[:d], out, np.uint64(key.stream("rotation")), np.float32(1.0))
         return out

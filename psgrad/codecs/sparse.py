@@ -156,6 +156,12 @@ class TopK(_KOfD):
         vw.view(np.uint8)[: 4 * k] = vals.view(np.uint8)
         return words.view(np.uint8), put_words(words, pos, vw, 32 * k)
 
+    def _check_length(self, nbits, d):
+        k = count_k(d, self.k, self.ratio)
+        least = k * (rice_parameter(k, d) + 1) + 32 * k  # every gap's Rice code, then the values
+        if nbits < least:
+            raise DecodeError(f"topk: {nbits} bits are fewer than the {least} that {k} of {d} coordinates take")
+
     def _decode_nonzero(self, data, nbits, d, key, out, add):
         k = count_k(d, self.k, self.ratio)
         r = rice_parameter(k, d)
@@ -207,8 +213,10 @@ class RandK(_KOfD):
         _gather(x, idx, vals)
         return vals.view(np.uint8), 32 * k
 
+    def _check_length(self, nbits, d):
+        expect_bits(self.name, nbits, 32 * count_k(d, self.k, self.ratio))
+
     def _decode_nonzero(self, data, nbits, d, key, out, add):
         k = count_k(d, self.k, self.ratio)
-        expect_bits(self.name, nbits, 32 * k)
         idx = randk_indices(d, k, np.uint64(key.stream("randk")))
         _scatter(data[: 4 * k].copy().view(np.float32), idx, np.float32(d / k) if k else 1.0, out, add)

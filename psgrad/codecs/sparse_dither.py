@@ -35,6 +35,7 @@ from ..bitstream.rng import draw_u64, draw_uniform
 from ..bitstream.words import ctz, get, get_checked, get_gamma, get_rice, load_words, sink_flush, sink_put
 from ..errors import DecodeError
 from .base import SparseDecodeCodec
+from .buckets import F32_MAX
 
 _ONE = np.uint64(1)
 
@@ -294,7 +295,8 @@ class SparseDither(SparseDecodeCodec):
         k_target = self.density * len(sample)
         nonzero = np.count_nonzero(sample)
         lam = solve_lambda(sample, k_target) if 0 < k_target < nonzero else float(sample[sample > 0].min())
-        lam = float(np.float32(min(max(lam, np.finfo(np.float32).tiny), np.finfo(np.float32).max)))
+        # bounds as Python floats: comparing with a numpy float32 would cast lam to float32 first (and overflow)
+        lam = float(np.float32(min(max(lam, float(np.finfo(np.float32).tiny)), F32_MAX)))
         # numpy allocations: pages are touched only up to the kept count
         idx, kept = np.empty(d, np.int32), np.empty(d, np.float32)
         u = np.uint64(draw_u64(np.uint64(key.stream("sparse_dither.sample")), 0))

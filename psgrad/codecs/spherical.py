@@ -39,6 +39,7 @@ from ..bitstream.rng import draw_normal
 from ..bitstream.words import get, load_words, put
 from ..errors import DecodeError
 from .base import Codec, expect_bits
+from .buckets import F32_MAX, range_shift
 from .spherical_trellis import decode_tables, encode_blocks, gain_level, haar, read_blocks, write_blocks
 from .trellis import CODES, LEVELS, trellis_tables
 
@@ -255,12 +256,17 @@ class Spherical(Codec):
         return y
 
     @staticmethod
-    def _top(gains):
+    def _top(gains, shift):
+        """The float32 top of the gain grid, >= every gain, after scaling the gains of an input scaled
+        by ``2^-shift`` back (in place). Gains beyond float32's range are all scaled down together, so that
+        the message stays valid: it then decodes to a shrunken vector."""
+        gains *= 2.0 ** shift
+        over = gains.max() / (F32_MAX * (1 - 2.0 ** -20))
+        if over > 1:
+            gains /= over
         top = np.float32(gains.max())
         if np.float64(top) < gains.max():  # the float32 top must cover every gain
             top = np.nextafter(top, np.float32(np.inf))
-        if not np.isfinite(top):
-            raise ValueError("spherical: input must be finite")
         return np.float64(top)
 
     def _encode(self, x, key):
@@ -269,7 +275,8 @@ class Spherical(Codec):
             return np.zeros(0, np.uint8), 0
         if not np.isfinite(x).all():
             raise ValueError("spherical: input must be finite")
-        y = self._rotated(x, key)
+        shift = range_shift(x)  # entries near float32's maximum would overflow the rotation and the norms
+        y = self._rotated(np.ldexp(x, -shift), key)
         B, m = self.blocks(d), self.block(d)
         gains = np.empty(B, np.float64)
         dither = np.uint64(key.stream("spherical.dither"))
@@ -277,11 +284,11 @@ class Spherical(Codec):
             codes = np.empty(B * m, np.uint8)
             encode_blocks(y, m, np.ascontiguousarray(self._turn(key, d).T), self.alphabet, self.label, self.nxt,
                           self.unbiased, gains, codes)
-            return write_blocks(gains, codes, m, self.rate, self._top(gains), self.levels, self.gain_bits, dither,
+            return write_blocks(gains, codes, m, self.rate, self._top(gains, shift), self.levels, self.gain_bits, dither,
                                 self.unbiased)
         index = np.empty(B, np.int64)
         _search(y, self.m, np.ascontiguousarray(self._codebook(key).T), gains, index)
-        return _write(gains, index, self._top(gains), self.levels, self.gain_bits, self.bits, dither, self.unbiased)
+        return _write(gains, index, self._top(gains, shift), self.levels, self.gain_bits, self.bits, dither, self.unbiased)
 
     def _decode(self, data, nbits, d, key):
         if d == 0:
@@ -289,17 +296,27 @@ class Spherical(Codec):
             return np.zeros(0, np.float32)
         expect_bits(self.name, nbits, self.payload_bits(d))
         B = self.blocks(d)
+        words = load_words(data, nbits)
+        # A top near float32's maximum: decode at 2^-shift (the top field is the low half of word 0), so that
+        # the blocks and the rotation's sums stay finite, and scale the result back at the end.
+        shift = range_shift(words.view(np.float32)[:1])
+        if shift:
+            words.view(np.float32)[0] = np.ldexp(words.view(np.float32)[0], -shift)
         if self.code == "trellis":
             y = np.empty(B * self.block(d), np.float32)
-            read_blocks(load_words(data, nbits), nbits, B, self.block(d), self.rate, self.vals, self.nxt2,
+            read_blocks(words, nbits, B, self.block(d), self.rate, self.vals, self.nxt2,
                         self.T4, self.N4, self.levels, self.gain_bits, self._turn(key, d), y)
         else:
             scale = 1.0 / self.cos2 if self.unbiased else 1.0
             y = np.empty(B * self.m, np.float32)
-            _read(load_words(data, nbits), nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits,
+            _read(words, nbits, B, self.m, self._codebook(key), self.levels, self.gain_bits,
                   self.bits, scale, y)
         n = padded_length(d, self.rotation_block)
-        return unrotate(y[:n], d, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
+        out = unrotate(y[:n], d, np.uint64(key.stream("spherical.rotation")), self.rotation_block)
+        if shift:
+            with np.errstate(over="ignore"):  # a value beyond float32's range is inf
+                out = np.ldexp(out, shift)
+        return out
 
 
 @functools.lru_cache(maxsize=None)

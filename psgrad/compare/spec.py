@@ -191,11 +191,6 @@ def _target(raw):
     if len(given) != 1:
         raise ConfigError(f"target: give exactly one of {', '.join(DIRECTIONS)}, got {given or 'neither'}")
     value = raw[given[0]]
-    if isinstance(value, str):
-        try:
-            value = float(value)  # YAML reads 1e-3 (no dot) as a string
-        except ValueError:
-            pass
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"target.{given[0]}: expected a finite number, got {value!r}")
     return Target(raw["metric"], float(value), given[0])

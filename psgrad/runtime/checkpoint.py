@@ -210,7 +210,10 @@ def load(folder, cfg, scheme, task):
     path = Path(folder) / FILE_NAME
     if not path.is_file():
         raise ConfigError(f"no checkpoint to resume from: {path} does not exist")
-    meta, arrays = from_bytes(path.read_bytes(), str(path))
+    data = path.read_bytes()
+    if not data.startswith(b"PK\x03\x04"):  # numpy's own error for a non-zip file suggests loading pickles
+        raise ConfigError(f"{path} is not a psgrad checkpoint: not a zip archive (psgrad writes checkpoints as .npz)")
+    meta, arrays = from_bytes(data, str(path))
     if meta.get("format") != FORMAT_VERSION:
         raise ConfigError(f"{path} has checkpoint format {meta.get('format')!r}, this psgrad reads {FORMAT_VERSION}")
     if meta.get("config_hash") != result_hash(cfg):

@@ -10,7 +10,7 @@ import time
 import numpy as np
 from pathlib import Path
 
-from .. import config as config_mod
+from .. import config as config_mod, units
 from ..errors import ConfigError
 from .accounting import CUMULATIVE_FIELDS, MESSAGE_FIELDS, ROUND_FIELDS
 
@@ -42,6 +42,7 @@ class Recorder:
         self.evals = {}
         self.params = None
         self.t0 = time.perf_counter()
+        self._first_round, self._first_time = 0, 0.0  # where this process's speed is measured from
         if resume is None:
             (self.dir / "checkpoint.npz").unlink(missing_ok=True)  # a fresh run never keeps another's checkpoint
             for name in JOURNALS.values():
@@ -53,6 +54,7 @@ class Recorder:
             self._resume(resume)
             self._csv = csv.DictWriter(self._file, self.columns, restval="")
         self._journals = {k: open(self.dir / name, "a") for k, name in JOURNALS.items()}
+        self._board = _board(self.dir) if cfg.run.tensorboard else None
 
     def _resume(self, state):
         """Cut the run's files back to the checkpoint (``check_files`` found them intact) and reload what the
@@ -64,6 +66,7 @@ class Recorder:
         self.infos = read_journal(self.dir / JOURNALS["infos"])
         self.last, self.evals = state["last"], state["evals"]
         self.t0 = time.perf_counter() - float(self.last.get("time_s", 0.0))
+        self._first_round, self._first_time = int(self.last.get("round", 0)), float(self.last.get("time_s", 0.0))
         self._file = open(self.dir / "metrics.csv", "a", newline="")
 
     def position(self):
@@ -116,6 +119,8 @@ class Recorder:
         self._file.close()
         for f in self._journals.values():
             f.close()
+        if self._board is not None:
+            self._board.close()
         # In (round, agent) order, however they were gathered, so that means are summed in one order
         infos = sorted(self.infos + list(infos), key=lambda i: (i["round"], i["agent"]))
         info_by_key = {(i["round"], i["agent"]): i for i in infos}
@@ -156,13 +161,40 @@ class Recorder:
         self._csv.writerow(row)
         self._file.flush()
         self.last = row
+        if self._board is not None:  # every number of the row, under its metrics.csv column name
+            for k, v in row.items():
+                if k != "round" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._board.add_scalar(k, v, row["round"])
+            self._board.flush()
 
     def _progress(self, row):
-        metrics = "  ".join(f"{k} {self.evals[k]:.4g}" for k in self.task.metric_names if k in self.evals)
-        ratio = self.fp32_bits(row["round"]) / max(row["cum_up_payload_bits"], 1)
-        return (f"round {row['round']}/{self.cfg.run.rounds}  agent_loss {row['agent_loss']:.4g}  {metrics}  "
-                f"uplink {row['cum_up_payload_bits'] / 1e6:.4g} Mbit (x{ratio:.1f} vs fp32)")
+        """One console line (under 100 columns with the built-in tasks): progress, elapsed time, rounds per
+        second, ETA, the agents' loss, the held-out metrics (short names), cumulative uplink payload bits
+        and their saving over fp32. A plain line every ``log_every`` rounds: logs stay readable off a tty."""
+        t, total, elapsed = row["round"], self.cfg.run.rounds, row["time_s"]
+        done = t - self._first_round
+        rate = done / elapsed_since if (elapsed_since := elapsed - self._first_time) > 0 and done > 0 else math.nan
+        eta = (total - t) / rate if rate > 0 else math.nan
+        metrics = " ".join(f"{_SHORT.get(k, k)} {self.evals[k]:.4g}" for k in self.task.metric_names
+                           if k in self.evals and not k.startswith("train_"))
+        ratio = self.fp32_bits(t) / max(row["cum_up_payload_bits"], 1)
+        return (f"[{t:>{len(str(total))}}/{total}] {units.duration(elapsed)} {rate:.3g} r/s "
+                f"eta {units.duration(eta)} | loss {row['agent_loss']:.4g} {metrics} | "
+                f"up {units.bits(row['cum_up_payload_bits'])} x{ratio:.1f}")
 
+
+def _board(folder):
+    """A TensorBoard event writer into the run folder; ConfigError naming the pip extra when it is missing."""
+    try:
+        import tensorboard  # noqa: F401  (torch's writer needs it, and says so less plainly)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("run.tensorboard needs the tensorboard package: pip install 'psgrad[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(folder))
+
+
+# Metric names as the console shortens them
+_SHORT = {"test_loss": "test", "test_accuracy": "acc", "suboptimality": "subopt"}
 
 # Append-only journals in the run folder, by role, and every file a checkpoint resumes
 JOURNALS = {"messages": "messages.jsonl", "infos": "agent_info.jsonl"}
@@ -264,9 +296,13 @@ def infos_summary(infos):
 
 
 def summary_line(s):
+    """The end-of-run report: four lines, each under 100 columns (but for a long results path)."""
     final = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
     times = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in s["timings_s"].items() if isinstance(v, float))
     return (f"done: {s['rounds']} rounds of {s['scheme']}/{s['codec']} on {s['task']} (d={s['d']}, "
-            f"{s['agents']} agents): {final}; uplink {s['uplink_payload_bits']:,} payload bits "
-            f"({s['bits_per_coordinate']:.3g} bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "
-            f"{s['uplink_wire_bytes']:,} wire bytes; results in {s['dir']}\ntime: {times}")
+            f"{s['agents']} agents); results in {s['dir']}\n"
+            f"final: {final}\n"
+            f"uplink: {units.bits(s['uplink_payload_bits'])} of payload ({s['bits_per_coordinate']:.3g} "
+            f"bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "
+            f"{units.si(s['uplink_wire_bytes'])}B on the wire\n"
+            f"time: {times}")

@@ -1,4 +1,6 @@
+import io
 import json
+import pickle
 from typing import NamedTuple
 
 import numpy as np
@@ -157,6 +159,12 @@ def stopped_run(tmp_path):
     return tmp_path / "run"
 
 
+def _npy_bytes():
+    buf = io.BytesIO()
+    np.save(buf, np.arange(3.0))
+    return buf.getvalue()
+
+
 def load_again(tmp_path, *overrides):
     cfg, task, sc = make(tmp_path, "run", "run.checkpoint_every=2", "run.rounds=4", *overrides)
     return checkpoint.load(tmp_path / "run", cfg, sc, task)
@@ -197,6 +205,16 @@ def test_a_damaged_checkpoint_file_is_a_config_error(stopped_run, tmp_path, dama
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(ConfigError, match="checkpoint"):
         load_again(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", pickle.dumps({"round": 3}), _npy_bytes()],
+                         ids=["empty", "text", "pickle", "npy"])
+def test_a_file_that_is_not_a_zip_is_refused_in_one_line_that_suggests_no_unsafe_load(stopped_run, tmp_path,
+                                                                                      content):
+    (stopped_run / checkpoint.FILE_NAME).write_bytes(content)
+    with pytest.raises(ConfigError, match="is not a psgrad checkpoint: not a zip archive") as e:
+        load_again(tmp_path)
+    assert "\n" not in str(e.value) and "pickle" not in str(e.value)
 
 
 def test_a_checkpoint_whose_state_was_altered_fails_its_digest(stopped_run, tmp_path):

@@ -85,3 +85,27 @@ def test_bad_buffers_are_refused_before_decoding(name):
         c.decode(np.zeros(4, np.int32), 8, 4, KEY)
     with pytest.raises(DecodeError):
         c.decode(np.zeros(4, np.uint8), -1, 4, KEY)
+
+
+@pytest.mark.parametrize("name", psgrad.codecs())
+def test_an_absurd_length_is_a_decode_error_before_anything_is_allocated(name):
+    c, enc = _valid(name, 100)
+    lengths = [2**38 + 1, 10**12, 2**63 - 1]  # beyond MAX_LENGTH: refused by every codec
+    if name != "sparse_dither":  # its payload does not bound d (a zero vector is 3 fields whatever d is)
+        lengths += [10**10, 2**38]  # the payload of a 100-vector cannot be one of these
+    for d in lengths:
+        with pytest.raises(DecodeError):
+            c.decode(enc.data, enc.nbits, d, KEY)
+
+
+@pytest.mark.parametrize("name,params", [("qsgd", {"bucket": 0}), ("qsgd", {"bucket": 512}), ("topk", {"k": 5})])
+def test_a_length_the_payload_is_too_short_for_is_refused_and_every_valid_payload_is_long_enough(name, params):
+    c = psgrad.codec(name, **params)
+    enc = c.encode(np.zeros(1000, np.float32), KEY)
+    with pytest.raises(DecodeError, match="fewer than"):
+        c.decode(enc.data, enc.nbits, 10**9, KEY)
+    rng = np.random.default_rng(5)
+    for d in [0, 1, 2, 3, 511, 512, 513, 1025, *rng.integers(1, 5000, 20)]:  # the lower bound is sound
+        for x in (np.zeros(d, np.float32), rng.standard_normal(d).astype(np.float32)):
+            enc = c.encode(x, KEY)
+            assert c.decode(enc.data, enc.nbits, int(d), KEY).shape == (d,)

@@ -323,3 +323,45 @@ def test_qsgd_refuses_a_level_above_its_levels_and_any_level_in_a_bucket_of_norm
         with pytest.raises(psgrad.DecodeError, match="norm 0"):
             psgrad.codec("qsgd", levels=levels, bucket=4).decode(zero_norm, enc.nbits, 4, KEY)
         assert (enc.nbits - 32 - 6 <= 13) == short  # field after the norm, before the end code omega(4)
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _extreme_inputs(d):
+    """Finite inputs whose norms, squares or rotated sums overflow float32."""
+    mixed = np.full(d, 3e38, np.float32)
+    mixed[::2] *= -1
+    one = np.full(d, 1e-3, np.float32)
+    one[d // 2] = -F32_MAX
+    return {"3e38": np.full(d, 3e38, np.float32), "max": np.full(d, F32_MAX, np.float32), "mixed": mixed,
+            "one huge": one}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_finite_input_up_to_float32s_maximum_encodes_and_decodes_without_nan(name):
+    import warnings
+
+    c = psgrad.codec(name)
+    for d in (1, 2, 3, 7, 64, 1000):
+        for what, x in _extreme_inputs(d).items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no overflow warning either
+                enc = c.encode(x, KEY)
+                out = c.decode(enc.data, enc.nbits, d, KEY)
+            # inf only where the decoded value itself lies beyond float32 (a fp16 of 3e38, d/k times 3e38)
+            assert not np.isnan(out).any(), (d, what)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "fp16"])  # fp16's range ends at 65504
+def test_inputs_whose_squares_overflow_float32_decode_to_finite_values(name):
+    c = psgrad.codec(name)
+    rng = np.random.default_rng(4)
+    for d in (1, 5, 300, 5000):
+        x = (rng.standard_normal(d) * 1e30).astype(np.float32)
+        x[d // 3] = -3e33
+        enc = c.encode(x, KEY)
+        out = c.decode(enc.data, enc.nbits, d, KEY)
+        assert np.isfinite(out).all(), d
+        if name == "fp32":
+            assert np.array_equal(out, x)

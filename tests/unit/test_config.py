@@ -32,12 +32,38 @@ def test_hash_changes_with_any_value():
     assert config.config_hash(config.load()) != config.config_hash(config.load(None, ["run.seed=1"]))
 
 
+@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("1E-3", 1e-3), ("1.0e6", 1e6), ("5e+2", 500.0), (".5", 0.5),
+                                        ("2.5E-1", 0.25), ("3", 3.0), ("1_000e-3", 1.0)])
+def test_every_way_of_writing_a_number_is_a_float_in_overrides_and_files(text, value, tmp_path):
+    assert config.load(None, [f"optim.lr={text}"]).optim.lr == value
+    p = tmp_path / "c.yaml"
+    p.write_text(f"optim:\n  lr: {text}\nscheme:\n  codec_params: {{threshold: -{text}}}\n")
+    cfg = config.load(p)
+    assert cfg.optim.lr == value and isinstance(cfg.optim.lr, float)
+    assert cfg.scheme.codec_params == {"threshold": -value}
+
+
+def test_numbers_in_comparison_overrides_are_floats_too():
+    assert config.parse_override("a.b=1e-3", "a.b=value", "a.b=1")[1] == 1e-3
+    assert config.parse_override("a.b=1e3", "a.b=value", "a.b=1")[1] == 1000.0
+    assert config.parse_override("a.b=1e", "a.b=value", "a.b=1")[1] == "1e"  # not a number: text
+    assert config.parse_override("a.b=e5", "a.b=value", "a.b=1")[1] == "e5"
+
+
+def test_a_whole_float_is_accepted_where_an_int_is_expected():
+    cfg = config.load(None, ["run.rounds=1e3", "run.seed=2.0"])
+    assert (cfg.run.rounds, cfg.run.seed) == (1000, 2) and type(cfg.run.rounds) is int
+
+
 @pytest.mark.parametrize("override,message", [
     ("run.nope=1", r"run: unknown key nope; valid: name, seed, rounds"),
     ("nope.x=1", r"config: unknown key nope; valid: task, scheme, optim, run"),
     ("run.rounds=abc", r"run.rounds: expected int, got 'abc'"),
     ("run.rounds=2.5", r"run.rounds: expected int"),
     ("run.rounds=true", r"run.rounds: expected int"),
+    ("run.rounds=1e-3", r"run.rounds: expected int, got 0.001"),
+    ("optim.lr=.inf", r"optim.lr: expected a finite float, got inf"),
+    ("run.timeout=.nan", r"run.timeout: expected a finite float, got nan"),
     ("run.rounds=0", r"run.rounds: expected a value > 0, got 0"),
     ("optim.lr=-1", r"optim.lr: expected a value > 0"),
     ("optim.momentum=1.5", r"optim.momentum: expected a value in \[0, 1\)"),

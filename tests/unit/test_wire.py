@@ -64,6 +64,15 @@ def test_nonzero_padding_is_rejected():
         wire.parse(f)
 
 
+@pytest.mark.parametrize("offset", [5, 6, 7, 28, 29, 30, 31])
+def test_a_nonzero_reserved_header_byte_is_refused_even_with_a_valid_check(offset):
+    f = frame(13).copy()
+    f[offset] = 0x40
+    f[32:40] = np.frombuffer(np.uint64(wire.frame_check(f)).tobytes(), np.uint8)
+    with pytest.raises(WireError, match=f"reserved header bytes .*expected zero .agent 3, round 7"):
+        wire.parse(f)
+
+
 def test_pack_refuses_a_payload_of_the_wrong_length():
     with pytest.raises(ValueError, match="need exactly 2"):
         wire.pack(wire.Kind.UPDATE, 0, 0, np.zeros(3, np.uint8), 13)
