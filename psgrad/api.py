@@ -17,7 +17,6 @@ agent and round and ends every rank (MPI_Abort), since the other ranks could
 not go on.
 """
 import copy
-import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +24,8 @@ from . import config as config_mod
 from .errors import ConfigError, PsgradError, describe
 from .runtime import checkpoint
 from .codecs import Codec
-from .runtime.loop import NoStop, Stopped, build_scheme, build_task, resolve_workers, run_local, run_mpi
+from .runtime.loop import (NoStop, Stopped, build_scheme, build_task, resolve_workers, run_local, run_mpi,
+                           wrap_scheme)
 from .schemes import Scheme
 from .runtime.results import claim, read_metrics, release
 
@@ -79,6 +79,9 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
         e = ConfigError(errors[first])
         e.rank = first if world > 1 else None  # where it was found first
         raise e
+    if rank == 0:
+        for line in task.determinism_warnings():
+            log(f"psgrad: warning: {line}")
     try:
         kwargs = dict(log=log, timings=timings, resume=state, stop=stop or NoStop())
         summary, _ = run_mpi(cfg, task, sc, comm, **kwargs) if mpi else run_local(cfg, task, sc, **kwargs)
@@ -126,17 +129,19 @@ def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None
     else:
         _fit_agents(cfg, task)
     if isinstance(scheme, Scheme):
-        sc = scheme
-        cfg.scheme.name = sc.name
-        _name_codec(cfg, sc.codec)
+        sc = wrap_scheme(cfg, scheme, task)
+        cfg.scheme.name = scheme.name
+        _name_codec(cfg, scheme.codec)
     else:
         cfg.scheme.name = scheme or cfg.scheme.name
         if isinstance(codec, Codec):
             _name_codec(cfg, codec)
         else:
             cfg.scheme.codec, codec = codec or cfg.scheme.codec, None
-        sc = build_scheme(cfg, codec)
+        sc = build_scheme(cfg, task, codec)
     sc.check_codec(task.d)  # a codec the scheme refuses is the user's error, found before any rank starts
+    if cfg.run.tensorboard:
+        _board_available()
     if rank == 0:
         claim(Path(cfg.run.results_dir) / cfg.run.name, cfg, fresh=previous is None)
     return cfg, task, sc, (None if previous is None else checkpoint.load(previous, cfg, sc, task))
@@ -169,7 +174,14 @@ def _name_codec(cfg, codec):
 
 def fingerprint(task):
     """What every rank must agree on beyond the config: the task's initial model."""
-    return [hashlib.sha256(task.init_params().tobytes()).hexdigest()[:16]]
+    return [task.init_digest()[:16]]
+
+
+def _board_available():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("run.tensorboard needs the tensorboard package: pip install 'psgrad[tensorboard]'") from None
 
 
 def _world(local):

@@ -9,6 +9,7 @@ import importlib
 # name -> module under psgrad.bench with a main(argv) function
 BENCHMARKS = {
     "codecs": "codecs",
+    "gpu": "gpu",
     "operators": "operators",
     "round": "round",
     "schemes": "schemes",

@@ -120,7 +120,7 @@ def check_target(comparison, world):
     for p in comparison.points:
         try:
             resolve_workers(copy.deepcopy(p.cfg), world)
-            build_scheme(p.cfg).check_codec(task.d)
+            build_scheme(p.cfg, task).check_codec(task.d)
         except (ConfigError, ValueError) as e:
             raise ConfigError(f"contender {p.label!r} ({p.describe()}): {e}") from None
 

@@ -44,7 +44,8 @@ FORMAT_VERSION = 2
 FILE_NAME = "checkpoint.npz"
 META = "meta.json"
 # Settings that may differ between a run and its resumption: they do not change what the run computes.
-RESUMABLE = {"run.timeout", "run.log_every", "run.checkpoint_every", "run.results_dir", "run.name", "run.overwrite"}
+RESUMABLE = {"run.timeout", "run.log_every", "run.checkpoint_every", "run.results_dir", "run.name", "run.overwrite",
+             "run.tensorboard"}
 
 
 def result_hash(cfg):

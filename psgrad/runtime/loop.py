@@ -11,7 +11,7 @@ models and bit counts.
 import time
 
 from ..errors import ConfigError, PsgradError, located
-from ..schemes import scheme as make_scheme
+from ..schemes import scheme as make_scheme, wrap
 from ..tasks import make_task
 from . import checkpoint
 from .phases import Phases
@@ -36,7 +36,8 @@ def resolve_workers(cfg, world_size):
 
 def build(cfg):
     """The task and scheme of a run (``run.workers`` resolved), identical on every rank."""
-    return build_task(cfg), build_scheme(cfg)
+    task = build_task(cfg)
+    return task, build_scheme(cfg, task)
 
 
 def build_task(cfg):
@@ -44,10 +45,18 @@ def build_task(cfg):
     return make_task(cfg.task, cfg.run.workers * cfg.run.agents_per_worker, cfg.run.seed)
 
 
-def build_scheme(cfg, codec=None):
-    """The scheme of a run around ``codec`` (a Codec object), or the codec the config names."""
-    return make_scheme(cfg.scheme.name, cfg.scheme.codec if codec is None else codec, cfg.scheme.codec_params,
-                       **cfg.scheme.params)
+def build_scheme(cfg, task, codec=None):
+    """The scheme of a run around ``codec`` (a Codec object) or the codec the config names, with the
+    config's granularity, small-tensor and warm-up settings over ``task``'s tensors."""
+    sc = make_scheme(cfg.scheme.name, cfg.scheme.codec if codec is None else codec, cfg.scheme.codec_params,
+                     **cfg.scheme.params)
+    return wrap_scheme(cfg, sc, task)
+
+
+def wrap_scheme(cfg, sc, task):
+    """``sc`` with the config's ``scheme.granularity``, ``min_size`` and ``warmup_rounds`` over ``task``."""
+    s = cfg.scheme
+    return wrap(sc, task.flat.shapes, s.granularity, s.min_size, s.warmup_rounds)
 
 
 class Stopped(PsgradError):

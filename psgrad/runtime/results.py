@@ -146,6 +146,7 @@ class Recorder:
             "compression_vs_fp32": self.fp32_bits(rounds) / up if up else math.inf,
             "bits_per_coordinate": up / (self.task.d * self.n_agents * rounds),
             **infos_summary(infos),
+            **tensor_bits(infos),
             "timings_s": timings,
         }
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -282,6 +283,16 @@ def read_journal(path):
             return [json.loads(line) for line in f]
         except json.JSONDecodeError as e:
             raise ConfigError(f"cannot resume: {path} is corrupt ({e})") from None
+
+
+def tensor_bits(infos):
+    """Payload bits summed per tensor (and framing) over the run, when the scheme compresses per tensor."""
+    totals = {}
+    for i in infos:
+        for k, v in i.items():
+            if k.startswith("bits/"):
+                totals[k[5:]] = totals.get(k[5:], 0) + int(v)
+    return {"tensor_payload_bits": totals} if totals else {}
 
 
 def infos_summary(infos):

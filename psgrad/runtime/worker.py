@@ -10,7 +10,7 @@ For each agent and round (DESIGN §1, steps 2-3)::
 so the agent's copy of its mirrored state is the server's by construction. A
 scheme without state (direct: ``scheme.stateless``) keeps nothing of ``g`` or
 ``g_hat``, so the agent skips the last two lines, which would change nothing,
-and computes every gradient into one buffer. Each agent's frame is built in a
+and leaves every gradient in the task's host buffer. Each agent's frame is built in a
 buffer kept from round to round (its send completes before the next round).
 
 A non-finite loss or gradient stops the run (``run.nonfinite: stop``) or makes
@@ -58,7 +58,6 @@ class Worker:
         # Under bad_message=drop: each agent's (state, private) from before its last message
         self.before = {}
         self.frames = {}  # each agent's frame buffer, reused while the frame length stays the same
-        self.grad = None  # the gradient buffer of a stateless scheme
         self.prev_params = None
         self.first_delta_sq = 0.0  # model_delta_sq of the first round run (not 0 after a resume)
         self.stop_requested = False  # set from a signal handler: ask the server to stop the run
@@ -114,13 +113,9 @@ class Worker:
             yield frame
 
     def _agent_round(self, a, t, params, delta_sq, with_digest):
-        with self.phases("compute"):
-            if self.scheme.stateless:  # nothing keeps g past this round: one buffer for every gradient
-                if self.grad is None:
-                    self.grad = np.empty(self.d, np.float32)
-                loss, g = self.task.local_grad(a, params, t, out=self.grad)
-            else:
-                loss, g = self.task.local_grad(a, params, t)
+        # A stateless scheme keeps nothing of g past this round: g may stay in the task's reused host buffer.
+        out = self.task.grad_buffer if self.scheme.stateless else None
+        loss, g = self.task.local_grad(a, params, t, out=out, phases=self.phases)
         flags = wire.FLAG_STOP_REQUEST if self.stop_requested else 0
         if self.cfg.run.bad_message == "drop":
             self.before[a] = (self.states[a], self.privates[a])

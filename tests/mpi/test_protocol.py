@@ -33,6 +33,8 @@ def mpi_and_local(comm, tmp_path, *overrides):
     ("run.rounds=12", "scheme.name=tpc", "scheme.codec=qsgd", "run.agents_per_worker=2"),
     ("run.rounds=8", "run.agents_per_worker=2", "task.name=linreg"),
     ("run.rounds=6", "task.name=mlp", "task.dataset=digits", "task.batch_size=16", "optim.momentum=0.9"),
+    ("run.rounds=6", "task.name=mlp", "task.dataset=digits", "scheme.name=tpc", "scheme.codec=qsgd",
+     "scheme.granularity=tensor", "scheme.min_size=20", "scheme.warmup_rounds=2", "run.digest_every=1"),
 ])
 def test_mpi_run_equals_local_run_bit_for_bit(mpi_comm, tmp_path, overrides):
     out = mpi_and_local(mpi_comm, tmp_path, *overrides)

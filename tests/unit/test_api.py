@@ -99,3 +99,14 @@ def test_metrics_hold_every_round_and_the_result_is_rank_zeros(tmp_path):
     r = quiet({**base(tmp_path, rounds=4, eval_every=2), "scheme": {"name": "direct", "codec": "fp32"}})
     assert [int(m["round"]) for m in r.metrics] == [0, 1, 2, 3, 4]
     assert r.metrics[-1]["cum_up_payload_bits"] == r.summary["uplink_payload_bits"]
+
+
+def test_tensor_granularity_runs_end_to_end_with_per_tensor_totals_that_sum_to_the_uplink(tmp_path):
+    r = quiet({**base(tmp_path, digest_every=1), "task": {"name": "mlp", "dataset": "digits", "hidden": 8},
+               "scheme": {"name": "tpc", "codec": "qsgd", "granularity": "tensor", "min_size": 11,
+                          "warmup_rounds": 1}})
+    per_tensor = r.summary["tensor_payload_bits"]
+    assert set(per_tensor) >= {"0.weight", "2.weight", "framing"}
+    assert sum(per_tensor.values()) == r.summary["uplink_payload_bits"]
+    # the 10 biases of the last layer are below min_size (and the first round is warm-up): fp32 every round
+    assert per_tensor["2.bias"] == 32 * 10 * 2 * 3

@@ -116,8 +116,8 @@ def test_under_drop_a_bad_message_is_counted_and_every_mirror_stays_in_step(tmp_
 def nan_gradient_at(task, agent, round_):
     original = task.local_grad
 
-    def local_grad(a, params, t=0, out=None):
-        loss, g = original(a, params, t, out)
+    def local_grad(a, params, t=0, out=None, phases=None):
+        loss, g = original(a, params, t, out, phases)
         if a == agent and t == round_:
             g = g.copy()
             g[0] = np.inf

@@ -39,10 +39,10 @@ def crash_at(task, round_):
     """Make the task fail in the middle of round ``round_`` (after some agents already sent)."""
     original = task.local_grad
 
-    def local_grad(agent, params, t=0, out=None):
+    def local_grad(agent, params, t=0, out=None, phases=None):
         if t == round_ and agent == 2:
             raise Crash("simulated node failure")
-        return original(agent, params, t, out)
+        return original(agent, params, t, out, phases)
 
     task.local_grad = local_grad
 

@@ -91,7 +91,7 @@ def test_the_combined_state_round_trips_through_a_checkpoint(name):
         arrays = {}
         tree = checkpoint.flatten(value, what, arrays)
         meta, loaded = checkpoint.from_bytes(checkpoint.to_bytes({"tree": tree}, arrays), "test")
-        back = checkpoint.restore(template, meta["tree"], loaded, digest(value), what)
+        back = checkpoint.fill(template, meta["tree"], loaded, what)
         assert digest(back) == digest(value) and type(back) is type(value)
     # one field per compressed tensor, each the scheme's own state over that tensor
     assert state._fields == ("t0", "t1", "t2")
@@ -106,7 +106,7 @@ def test_a_checkpoint_of_another_layout_does_not_restore():
     tree = checkpoint.flatten(state, "s", arrays)
     other = wrap(psgrad.scheme("ef21", "topk"), SHAPES, granularity="tensor", min_size=2)
     with pytest.raises(ConfigError, match="fields"):
-        checkpoint.restore(other.init(D)[0], tree, arrays, digest(state), "state")
+        checkpoint.fill(other.init(D)[0], tree, arrays, "state")
 
 
 def test_each_tensor_draws_its_own_random_numbers_from_a_key_both_sides_derive():

@@ -367,8 +367,8 @@ def test_on_a_gpu_gradients_and_evaluations_match_the_cpu_and_reach_a_pinned_hos
             lg, gg = gpu.local_grad(agent, w, 1, out=gpu.grad_buffer, phases=phases)
             phases.close_round()
             assert {"compute", "copy"} <= set(phases.rounds[0])
-            assert lg == pytest.approx(lc, rel=1e-4)
             if model is not dropout_net:  # dropout masks come from the GPU's generator, another stream
+                assert lg == pytest.approx(lc, rel=1e-4)
                 np.testing.assert_allclose(gg, gc, rtol=1e-3, atol=1e-5)
             again, _ = make(model, batch_size=16, device="cuda").local_grad(agent, w, 1)
             assert again == pytest.approx(lg, rel=1e-6)  # dropout masks too are a function of (seed, agent, round)

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from psgrad import config, units
-from psgrad.runtime.driver import build, resolve_workers, run_local
+from psgrad.runtime.loop import build, resolve_workers, run_local
 
 
 @pytest.mark.parametrize("value,text", [(0, "0 bit"), (5, "5 bit"), (3244, "3.24 kbit"), (999_960, "1 Mbit"),
