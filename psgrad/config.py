@@ -19,7 +19,7 @@ from .errors import ConfigError
 class TaskConfig:
     """The learning problem and how its data is split among agents."""
 
-    name: str = "logreg"            # linreg | logreg | mlp | cnn
+    name: str = "logreg"            # linreg | logreg | mlp | cnn | package.module:attr | an entry point
     dataset: str = "breast_cancer"  # breast_cancer | digits | wine | iris | path to a LIBSVM file
     partition: str = "dirichlet"    # iid | dirichlet | classes
     alpha: float = 0.5              # Dirichlet concentration (partition=dirichlet)
@@ -32,6 +32,7 @@ class TaskConfig:
     heterogeneity: float = 1.0      # linreg: spread of the agents' local optima
     noise: float = 0.1              # linreg: label noise
     l2: float = 0.0                 # L2 regularisation in the training loss
+    params: dict = field(default_factory=dict)  # a plugin task's own parameters (built-ins take none)
 
 
 @dataclass
