@@ -18,4 +18,5 @@ else
     python -m pip install --quiet "${PSGRAD_TORCH:-torch==2.13.0}"
 fi
 python -m pip install --quiet -e ".[${PSGRAD_EXTRAS:-mpich,test}]"
+python -m pip install --quiet --no-deps -e examples/plugin  # the example plugin (docs/extending.md), found by its entry points
 echo "setup: ready in $VIRTUAL_ENV ($(python -c 'import psgrad; print("psgrad", psgrad.__version__)'))"

@@ -6,25 +6,32 @@ The public codec API::
     c = psgrad.codec("fp16")
     enc = c.encode(x, psgrad.Key(seed=0, agent=3, round=17))
     x_hat = c.decode(enc.data, enc.nbits, len(x), psgrad.Key(seed=0, agent=3, round=17))
+
+``psgrad.codecs``, ``psgrad.schemes`` and ``psgrad.tasks`` are the subpackages, and each lists its names
+when called: ``psgrad.codecs()``, ``psgrad.schemes()``, ``psgrad.tasks()`` (built-ins and installed plugins;
+``psgrad.tasks`` imports torch on first use). ``psgrad.plugins.fingerprint()`` describes the plugin set.
 """
 __version__ = "0.1.0"
 
-from .codecs import Codec, Encoded, Key, codec, codecs  # noqa: E402
+import importlib  # noqa: E402
+
+from . import codecs, plugins, schemes  # noqa: E402
+from .codecs import Codec, Encoded, Key, codec  # noqa: E402
 from .errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError  # noqa: E402
-from .schemes import Context, Scheme, digest, scheme, schemes  # noqa: E402
+from .schemes import Context, Scheme, digest, scheme  # noqa: E402
 
 # Loaded on first use: the runtime and tasks import torch, which the codec API does not need.
 _LAZY = {"run": "api", "Result": "api", "TorchTask": "tasks", "partition": "tasks"}
 
 
 def __getattr__(name):
+    if name == "tasks":
+        return importlib.import_module(".tasks", __name__)
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'psgrad' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Codec", "ConfigError", "Context", "DecodeError", "Encoded", "Key", "MirrorError", "PsgradError", "Result",
-           "Scheme", "TorchTask", "WireError", "codec", "codecs", "digest", "partition", "run", "scheme", "schemes",
-           "__version__"]
+           "Scheme", "TorchTask", "WireError", "codec", "codecs", "digest", "partition", "plugins", "run", "scheme",
+           "schemes", "tasks", "__version__"]

@@ -21,7 +21,7 @@ from .errors import ConfigError
 class TaskConfig:
     """The learning problem and how its data is split among agents."""
 
-    name: str = "logreg"            # linreg | logreg | mlp | cnn
+    name: str = "logreg"            # linreg | logreg | mlp | cnn | package.module:attr | an entry point
     dataset: str = "breast_cancer"  # breast_cancer | digits | wine | iris | path to a LIBSVM file
     partition: str = "dirichlet"    # iid | dirichlet | classes
     alpha: float = 0.5              # Dirichlet concentration (partition=dirichlet)
@@ -35,6 +35,7 @@ class TaskConfig:
     noise: float = 0.1              # linreg: label noise
     l2: float = 0.0                 # L2 regularisation in the training loss
     device: str = "cpu"             # cpu | cuda | auto (cuda if torch finds a GPU, else cpu): model and data
+    params: dict = field(default_factory=dict)  # a plugin task's own parameters (built-ins take none)
 
 
 @dataclass

@@ -1,5 +1,11 @@
-"""The codec registry. Adding a codec is one module plus one line here."""
-from ..registry import build
+"""The codec registry. Adding a codec is one module plus one line here, or a class in the user's own package
+named by import path or entry point (docs/extending.md).
+
+This subpackage is callable: ``psgrad.codecs()`` lists every codec name, as ``names()`` does.
+"""
+import sys
+
+from ..registry import Listing, build, names as registry_names
 from .base import Codec, Encoded, Key
 from .floats import Bf16, Fp16, Fp32
 from .natural import Natural, NaturalDither
@@ -30,10 +36,14 @@ REGISTRY = {
 
 
 def codec(name, **params):
-    """Build the codec ``name`` with keyword ``params``; errors list the valid names or parameters."""
-    return build("codec", REGISTRY, name, params)
+    """Build codec ``name`` (built-in, ``package.module:attr`` or entry point) with keyword ``params``;
+    errors list the valid names or parameters."""
+    return build("codec", REGISTRY, name, params, Codec)
 
 
-def codecs():
-    """Names of all registered codecs."""
-    return sorted(REGISTRY)
+def names():
+    """Every codec name this process can see: the built-ins and those of installed plugins."""
+    return registry_names("codec", REGISTRY)
+
+
+sys.modules[__name__].__class__ = Listing

@@ -1,6 +1,12 @@
-"""The scheme registry. A scheme takes a codec plus its own keyword parameters."""
+"""The scheme registry. A scheme takes a codec plus its own keyword parameters; a scheme of the user's own
+package is named by import path or entry point (docs/extending.md).
+
+This subpackage is callable: ``psgrad.schemes()`` lists every scheme name, as ``names()`` does.
+"""
+import sys
+
 from ..codecs import codec as make_codec
-from ..registry import build
+from ..registry import Listing, build, names as registry_names
 from .base import Context, Direct, Empty, Scheme, codec_mismatch, digest
 from .diana import Diana
 from .ef import EF
@@ -21,12 +27,16 @@ REGISTRY = {
 
 
 def scheme(name, codec="fp32", codec_params=None, **params):
-    """Build scheme ``name`` around codec ``codec`` (a name or a Codec instance)."""
+    """Build scheme ``name`` (built-in, ``package.module:attr`` or entry point) around codec ``codec``
+    (a name or a Codec instance)."""
     if isinstance(codec, str):
         codec = make_codec(codec, **(codec_params or {}))
-    return build("scheme", REGISTRY, name, {"codec": codec, **params})
+    return build("scheme", REGISTRY, name, {"codec": codec, **params}, Scheme)
 
 
-def schemes():
-    """Names of all registered schemes."""
-    return sorted(REGISTRY)
+def names():
+    """Every scheme name this process can see: the built-ins and those of installed plugins."""
+    return registry_names("scheme", REGISTRY)
+
+
+sys.modules[__name__].__class__ = Listing

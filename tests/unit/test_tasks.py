@@ -378,7 +378,7 @@ def test_evaluate_returns_exactly_the_metric_names():
 # Errors -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg,message", [
-    (TaskConfig(name="svm"), "unknown task 'svm'; valid: cnn, linreg, logreg, mlp"),
+    (TaskConfig(name="svm"), "unknown task 'svm'; known: cnn, linreg, logreg, mlp"),
     (TaskConfig(name="logreg", dataset="mnist"), "'mnist' is neither .*valid: breast_cancer, .*digits.*LIBSVM"),
     (TaskConfig(name="mlp", dataset="/no/such/file.svm"), "'/no/such/file.svm' is neither"),
     (TaskConfig(name="logreg", dataset="diabetes"), "regression dataset; valid for a classification task: breast_cancer"),
