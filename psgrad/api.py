@@ -20,7 +20,7 @@ import copy
 from pathlib import Path
 from typing import NamedTuple
 
-from . import config as config_mod
+from . import config as config_mod, plugins
 from .errors import ConfigError, PsgradError, describe
 from .runtime import checkpoint
 from .codecs import Codec
@@ -173,8 +173,8 @@ def _name_codec(cfg, codec):
 
 
 def fingerprint(task):
-    """What every rank must agree on beyond the config: the task's initial model."""
-    return [task.init_digest()[:16]]
+    """What every rank must agree on beyond the config: the plugins it sees and the task's initial model."""
+    return [plugins.fingerprint(), task.init_digest()[:16]]
 
 
 def _board_available():

@@ -8,9 +8,10 @@
 A bad config, dataset, checkpoint or option prints one line naming what was
 wrong and exits with status 2 on every rank. Any other failure on any rank
 prints one line naming the rank, agent and round, and ends every rank
-(MPI_Abort). SIGTERM (SLURM sends it before preemption) makes every rank stop
-at the next round boundary after a checkpoint, with status 75 (EX_TEMPFAIL:
-resume with ``--resume``). See docs/reliability.md.
+(MPI_Abort). SIGTERM (SLURM sends it before preemption) or Ctrl-C makes every
+rank stop at the next round boundary after a checkpoint, with status 75
+(EX_TEMPFAIL: resume with ``--resume``); a second Ctrl-C stops at once. See
+docs/reliability.md.
 """
 import time
 
@@ -36,6 +37,28 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+
+class StopOnSignal:
+    """SIGTERM or a first SIGINT (Ctrl-C) sets ``requested``: every rank stops at the next round boundary
+    after a checkpoint. A second SIGINT stops at once (KeyboardInterrupt)."""
+
+    requested = False
+    name = None
+
+    def install(self):
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested, self.name = True, signal.Signals(signum).name
+
+
+# Installed before the imports below (seconds of them): a signal during start-up stops the run at round 0.
+STOP = StopOnSignal().install()
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
@@ -50,6 +73,7 @@ from .transport.mpi import abort  # noqa: E402
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
+EXIT_INTERRUPTED = 130  # the shell's status for SIGINT
 
 
 def parse_args(argv):
@@ -64,26 +88,13 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-class StopOnSignal:
-    """SIGTERM sets ``requested``; the run then stops at the next round boundary after a checkpoint."""
-
-    requested = False
-
-    def install(self):
-        signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from mpi4py import MPI
 
     rank = 0 if args.local else MPI.COMM_WORLD.Get_rank()
     timings = {"start_and_import": process_age()}
-    stop = StopOnSignal().install()
+    stop = STOP
     try:
         api.run(args.config, overrides=args.overrides, resume=args.resume, local=args.local,
                 log=lambda line: print(line, flush=True), stop=stop, timings=timings)
@@ -94,9 +105,13 @@ def main(argv=None):
         return EXIT_CONFIG
     except Stopped as e:
         if rank == 0:
-            print(f"psgrad: stopped on SIGTERM after {e.round} rounds; checkpoint written to {e.path}; continue with "
-                  f"python -m psgrad.train --resume {Path(e.path).parent}", file=sys.stderr, flush=True)
+            print(f"psgrad: stopped on {stop.name or 'request'} after {e.round} rounds; checkpoint written to "
+                  f"{e.path}; continue with python -m psgrad.train --resume {Path(e.path).parent}",
+                  file=sys.stderr, flush=True)
         return EXIT_STOPPED
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint
+        print(f"psgrad: interrupted on rank {rank} (second Ctrl-C): stopped without a checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:  # one process (under MPI, psgrad.run has already ended every rank)
         abort(None, f"psgrad: error on rank {rank}{describe(e)}")
         return 1
