@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import config as config_mod, plugins
+from .codecs import Codec
 from .errors import ConfigError, PsgradError, describe
 from .runtime import checkpoint
-from .codecs import Codec
 from .runtime.loop import (NoStop, Stopped, build_scheme, build_task, resolve_workers, run_local, run_mpi,
                            wrap_scheme)
+from .runtime.results import board_writer, claim, read_metrics, release
 from .schemes import Scheme
-from .runtime.results import claim, read_metrics, release
 
 
 class Result(NamedTuple):
@@ -141,7 +141,7 @@ def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None
         sc = build_scheme(cfg, task, codec)
     sc.check_codec(task.d)  # a codec the scheme refuses is the user's error, found before any rank starts
     if cfg.run.tensorboard:
-        _board_available()
+        board_writer()  # the package is there, or a config error now rather than on rank 0 later
     if rank == 0:
         claim(Path(cfg.run.results_dir) / cfg.run.name, cfg, fresh=previous is None)
     return cfg, task, sc, (None if previous is None else checkpoint.load(previous, cfg, sc, task))
@@ -175,13 +175,6 @@ def _name_codec(cfg, codec):
 def fingerprint(task):
     """What every rank must agree on beyond the config: the plugins it sees and the task's initial model."""
     return [plugins.fingerprint(), task.init_digest()[:16]]
-
-
-def _board_available():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise ConfigError("run.tensorboard needs the tensorboard package: pip install 'psgrad[tensorboard]'") from None
 
 
 def _world(local):

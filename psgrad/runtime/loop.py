@@ -116,8 +116,9 @@ def serve(cfg, server, transport, recorder, start, stop, timer):
                 transport.send_model(t, frame, wait=save)
             if save:
                 with phases("checkpoint"):
-                    path = checkpoint.write(cfg, t, server, recorder, transport.gather_states(t),
-                                            "stop" if stopping else "scheduled")
+                    parts = [checkpoint.from_bytes(data, f"rank {r}'s state")
+                             for r, data in transport.gather_states(t)]
+                    path = checkpoint.write(cfg, t, server, recorder, parts, "stop" if stopping else "scheduled")
                 if stopping:
                     raise Stopped(t, path)
             for buf, source in transport.updates(t, server):  # Steps 2-4 (2-3 on the workers)

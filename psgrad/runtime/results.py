@@ -44,7 +44,8 @@ class Recorder:
         self.t0 = time.perf_counter()
         self._first_round, self._first_time = 0, 0.0  # where this process's speed is measured from
         if resume is None:
-            (self.dir / "checkpoint.npz").unlink(missing_ok=True)  # a fresh run never keeps another's checkpoint
+            for name in STALE:  # a fresh run keeps no file of a run that was in its folder, its checkpoint above all
+                (self.dir / name).unlink(missing_ok=True)
             for name in JOURNALS.values():
                 (self.dir / name).write_bytes(b"")
             self._file = open(self.dir / "metrics.csv", "w", newline="")
@@ -54,7 +55,7 @@ class Recorder:
             self._resume(resume)
             self._csv = csv.DictWriter(self._file, self.columns, restval="")
         self._journals = {k: open(self.dir / name, "a") for k, name in JOURNALS.items()}
-        self._board = _board(self.dir) if cfg.run.tensorboard else None
+        self._board = board_writer()(log_dir=str(self.dir)) if cfg.run.tensorboard else None
 
     def _resume(self, state):
         """Cut the run's files back to the checkpoint (``check_files`` found them intact) and reload what the
@@ -184,14 +185,14 @@ class Recorder:
                 f"up {units.bits(row['cum_up_payload_bits'])} x{ratio:.1f}")
 
 
-def _board(folder):
-    """A TensorBoard event writer into the run folder; ConfigError naming the pip extra when it is missing."""
+def board_writer():
+    """TensorBoard's event writer class; ConfigError naming the pip extra when the package is missing."""
     try:
         import tensorboard  # noqa: F401  (torch's writer needs it, and says so less plainly)
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError("run.tensorboard needs the tensorboard package: pip install 'psgrad[tensorboard]'") from None
-    return SummaryWriter(log_dir=str(folder))
+    return SummaryWriter
 
 
 # Metric names as the console shortens them
@@ -202,6 +203,8 @@ JOURNALS = {"messages": "messages.jsonl", "infos": "agent_info.jsonl"}
 FILES = {"metrics": "metrics.csv", **JOURNALS}
 # What a run folder that holds a run has (any of them)
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "checkpoint.npz")
+# What a fresh run removes before it writes its own (the files it rewrites need not be named)
+STALE = ("checkpoint.npz", "summary.json", "agents.csv", "model.npy", "metrics.png")
 
 
 def prefix_digest(path, size):
@@ -232,8 +235,8 @@ def claim(folder, cfg, fresh):
     """Rank 0's claim on run folder ``folder`` before anything in it is touched; ConfigError if refused.
 
     A lock (``.lock``, flock) keeps a second process out until ``release``. A fresh run refuses a folder
-    that holds a run unless ``run.overwrite``, and then removes that run's files (its checkpoint above all);
-    a resumed run refuses a finished one.
+    that holds a run unless ``run.overwrite`` (its ``Recorder`` then removes that run's files); a resumed run
+    refuses a finished one.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,9 +255,6 @@ def claim(folder, cfg, fresh):
     if not fresh and (folder / "summary.json").exists():
         release()
         raise ConfigError(f"run {folder} is finished (it has summary.json): nothing to resume")
-    if fresh:
-        for name in (*RUN_FILES, *JOURNALS.values(), "agents.csv", "model.npy", "metrics.png"):
-            (folder / name).unlink(missing_ok=True)
 
 
 def release():

@@ -25,6 +25,7 @@ from .. import wire
 from ..codecs.base import Key
 from ..errors import PsgradError, WireError, located
 from ..schemes import Context, digest
+from . import checkpoint
 from .accounting import model_bits
 from .kernels import all_finite, sqdist
 from .phases import Phases
@@ -67,12 +68,13 @@ class Worker:
     def serve_round(self, t, model_buf, link):
         """Steps 2-3 of round ``t`` from its model frame: one frame per hosted agent (an iterator), or None.
 
-        When the frame asks for a checkpoint, this worker's part goes to ``link.send_state`` first; when it
+        When the frame asks for a checkpoint, this worker's part goes to ``link.send_state`` first (as bytes,
+        ``checkpoint.to_bytes``, whatever the transport); when it
         asks the run to stop, there is no round (None).
         """
         params, flags = self.accept_model(t, model_buf)
         if flags & wire.FLAG_CHECKPOINT:
-            link.send_state(self.snapshot())
+            link.send_state(checkpoint.to_bytes(*self.snapshot()))
         if flags & wire.FLAG_STOP:
             return None
         return self.updates(t, params)
@@ -159,10 +161,8 @@ class Worker:
         """``(meta, arrays)`` to send to the server for a checkpoint (taken between rounds): ``state()``, the
         digests of the agents' mirrored states (the server checks them against its mirrors), and the agents'
         scheme metrics gathered since the last checkpoint (they now belong to the checkpoint's journal)."""
-        from .checkpoint import flatten
-
         arrays = {}
-        meta = {"rank": self.rank, "state": flatten(self.state(), f"worker/{self.rank}", arrays),
+        meta = {"rank": self.rank, "state": checkpoint.flatten(self.state(), f"worker/{self.rank}", arrays),
                 "mirror_digests": {str(a): digest(self.states[a]) for a in self.agents}, "infos": self.info}
         self.info = []
         return meta, arrays

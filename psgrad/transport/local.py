@@ -11,7 +11,6 @@ class LocalTransport:
     """Server and ``n_workers`` worker ranks in this process (see the package docstring for the verbs)."""
 
     rank = 0
-    comm = None  # nothing to abort beyond this process
 
     def __init__(self, n_workers):
         self.worker_ranks = list(range(1, n_workers + 1))
@@ -30,7 +29,10 @@ class LocalTransport:
         return None
 
     def send_model(self, t, frame, wait=False):
-        self._rounds = [(w.rank, w.serve_round(t, frame, self)) for w in self.workers]
+        self._rounds = []
+        for w in self.workers:
+            self._serving = w.rank  # whose state a send_state during its serve_round is
+            self._rounds.append((w.rank, w.serve_round(t, frame, self)))
 
     def gather_states(self, t):
         parts, self._states = self._states, []
@@ -53,5 +55,5 @@ class LocalTransport:
         pass
 
     # Worker side: what the workers' rounds call -------------------------------------
-    def send_state(self, part):
-        self._states.append(part)
+    def send_state(self, data):
+        self._states.append((self._serving, data))

@@ -61,10 +61,7 @@ class MpiTransport:
             wait_all(self._sending, self.timeout, f"sending the round-{t} model")
 
     def gather_states(self, t):
-        from ..runtime import checkpoint
-
-        return [checkpoint.from_bytes(receive_bytes(self.comm, r, TAG_STATE, self.timeout,
-                                                    f"the state of rank {r} for the checkpoint"), f"rank {r}'s state")
+        return [(r, receive_bytes(self.comm, r, TAG_STATE, self.timeout, f"the state of rank {r} for the checkpoint"))
                 for r in self.worker_ranks]
 
     def updates(self, t, server):
@@ -101,12 +98,9 @@ class MpiTransport:
             wait(self._incoming, 2 * self.timeout, f"waiting for the round-{t} model")
         return self.model
 
-    def send_state(self, part):
-        from ..runtime import checkpoint
-
+    def send_state(self, data):
         with self.phases("checkpoint"):
-            send_bytes(self.comm, checkpoint.to_bytes(*part), TAG_STATE, self.timeout,
-                       "sending the state for a checkpoint")
+            send_bytes(self.comm, data, TAG_STATE, self.timeout, "sending the state for a checkpoint")
 
     def send_update(self, frame):
         with self.phases("send"):

@@ -148,25 +148,22 @@ def test_a_plugin_of_the_wrong_kind_is_one_error_naming_the_plugin(make, name, w
     one_line_error(lambda: make(name), name, why)
 
 
-def test_a_builder_that_returns_the_wrong_kind_is_one_error_naming_the_plugin(tmp_path, monkeypatch):
-    (tmp_path / "wrong_returns.py").write_text("def codec():\n    return 'a string'\n"
-                                              "def task(cfg, n_agents, seed):\n    return None\n")
+@pytest.mark.parametrize("module, source, codec_why, task_why", [
+    ("wrong_returns", "def codec():\n    return 'a string'\ndef task(cfg, n_agents, seed):\n    return None\n",
+     "returned a str, not a psgrad.Codec", "returned a NoneType, not a psgrad.tasks.Task"),
+    ("raising_builders", "def codec():\n    raise KeyError('missing table')\n"
+                         "def task(cfg, n_agents, seed):\n    raise RuntimeError('data server down')\n",
+     "its builder raised KeyError: 'missing table'", "its builder raised RuntimeError: data server down"),
+])
+def test_a_builder_that_returns_the_wrong_kind_or_raises_is_one_error_naming_the_plugin(tmp_path, monkeypatch, module,
+                                                                                      source, codec_why, task_why):
+    (tmp_path / f"{module}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    one_line_error(lambda: psgrad.codec("wrong_returns:codec"), "wrong_returns:codec",
-                   "returned a str, not a psgrad.Codec")
-    one_line_error(lambda: make_task(TaskConfig(name="wrong_returns:task"), 2, 0), "wrong_returns:task",
-                   "returned a NoneType, not a psgrad.tasks.Task")
+    one_line_error(lambda: psgrad.codec(f"{module}:codec"), f"{module}:codec", codec_why)
+    one_line_error(lambda: make_task(TaskConfig(name=f"{module}:task"), 2, 0), f"{module}:task", task_why)
 
 
-def test_a_builder_that_raises_is_one_error_naming_the_plugin(tmp_path, monkeypatch):
-    (tmp_path / "raising_builders.py").write_text(
-        "def codec():\n    raise KeyError('missing table')\n"
-        "def task(cfg, n_agents, seed):\n    raise RuntimeError('data server down')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    one_line_error(lambda: psgrad.codec("raising_builders:codec"), "raising_builders:codec",
-                   "its builder raised KeyError: 'missing table'")
-    one_line_error(lambda: make_task(TaskConfig(name="raising_builders:task"), 2, 0), "raising_builders:task",
-                   "its builder raised RuntimeError: data server down")
+def test_a_plugin_tasks_own_check_of_its_params_is_one_error_naming_it():
     one_line_error(lambda: make_task(TaskConfig(name=TASK, params={"sort_by": "colour"}), 2, 0), TASK,
                    "sort_by must be a wine feature")
 
