@@ -54,7 +54,7 @@ from ..bitstream.words import (get_checked, get_gamma, get_golomb, golomb_parame
 from ..errors import DecodeError
 from .base import Codec
 
-GROUP = 32  # blocks turned side by side, one per SIMD lane
+GROUP = 8  # blocks turned side by side, one per SIMD lane (a tile of m x 8 floats stays in L1 for m <= 1024)
 
 
 @njit(cache=True)
@@ -96,35 +96,50 @@ def householder_haar(key, m):
 
 
 @njit(cache=True)
-def _reflect(zt, m, k, W, off, f, sg, dot):
-    """Apply reflection ``k`` to every lane of the tile ``zt[i * GROUP + l]`` (float32, terms in order)."""
-    G = GROUP
+def _reflect(zt, m, k, W, off, f, sg):
+    """Apply reflection ``k`` to the eight lanes of the tile ``zt[i * 8 + l]`` (float32, terms in order of ``i``).
+
+    The lanes' dot products live in eight scalars, which the compiler packs into
+    one SIMD register (an array would alias the tile and stay scalar).
+    """
     w = W[off[k]:off[k + 1]]
-    dot[:] = 0.0
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
     for i in range(k, m):
         wi = w[i - k]
-        row = zt[i * G:(i + 1) * G]
-        for l in range(G):
-            dot[l] = dot[l] + wi * row[l]
-    for l in range(G):
-        dot[l] = f[k] * dot[l]
+        r = zt[i * 8:i * 8 + 8]
+        a0 += wi * r[0]
+        a1 += wi * r[1]
+        a2 += wi * r[2]
+        a3 += wi * r[3]
+        a4 += wi * r[4]
+        a5 += wi * r[5]
+        a6 += wi * r[6]
+        a7 += wi * r[7]
+    fk = f[k]
+    a0, a1, a2, a3, a4, a5, a6, a7 = fk * a0, fk * a1, fk * a2, fk * a3, fk * a4, fk * a5, fk * a6, fk * a7
     s = sg[k]
     for i in range(k, m):
         wi = w[i - k]
-        row = zt[i * G:(i + 1) * G]
-        for l in range(G):
-            row[l] = s * row[l] + dot[l] * wi
+        r = zt[i * 8:i * 8 + 8]
+        r[0] = s * r[0] + a0 * wi
+        r[1] = s * r[1] + a1 * wi
+        r[2] = s * r[2] + a2 * wi
+        r[3] = s * r[3] + a3 * wi
+        r[4] = s * r[4] + a4 * wi
+        r[5] = s * r[5] + a5 * wi
+        r[6] = s * r[6] + a6 * wi
+        r[7] = s * r[7] + a7 * wi
 
 
 @njit(cache=True)
-def _turn(zt, m, W, off, f, sg, dot, inverse):
+def _turn(zt, m, W, off, f, sg, inverse):
     """``U`` (reflections innermost first) or ``U^T`` (``inverse``: outermost first) on every lane."""
     if inverse:
         for k in range(m):
-            _reflect(zt, m, k, W, off, f, sg, dot)
+            _reflect(zt, m, k, W, off, f, sg)
     else:
         for k in range(m - 1, -1, -1):
-            _reflect(zt, m, k, W, off, f, sg, dot)
+            _reflect(zt, m, k, W, off, f, sg)
 
 
 @njit(cache=True)
@@ -132,7 +147,6 @@ def _select(y, m, B, W, off, f, sg, T, norms, idx, neg):
     """Turn the blocks of ``y``, record their norms and the kept positions and signs; returns ``K``."""
     G = GROUP
     zt = np.zeros(m * G, np.float32)
-    dot = np.empty(G, np.float32)
     thr = np.empty(G)
     K = 0
     for b0 in range(0, B, G):
@@ -140,7 +154,7 @@ def _select(y, m, B, W, off, f, sg, T, norms, idx, neg):
         for l in range(G):
             for i in range(m):
                 zt[i * G + l] = y[(b0 + l) * m + i] if l < n else 0.0
-        _turn(zt, m, W, off, f, sg, dot, False)
+        _turn(zt, m, W, off, f, sg, False)
         for l in range(n):
             s = 0.0
             for i in range(m):
@@ -217,7 +231,6 @@ def _read(words, end, B, m, norm_bits, M, kappa, W, off, f, sg, y):
     if K > n:
         raise DecodeError("rotated_ternary: more kept coordinates than the padded vector has")
     zt = np.zeros(m * G, np.float32)
-    dot = np.empty(G, np.float32)
     i = np.int64(-1)
     t = 0
     pending = False
@@ -242,7 +255,7 @@ def _read(words, end, B, m, norm_bits, M, kappa, W, off, f, sg, y):
                 s, pos = get_checked(words, end, pos, 1)
                 i = i + gap + 1
                 pending = True
-        _turn(zt, m, W, off, f, sg, dot, True)
+        _turn(zt, m, W, off, f, sg, True)
         for l in range(nblk):
             for r in range(m):
                 y[(b0 + l) * m + r] = zt[r * G + l]

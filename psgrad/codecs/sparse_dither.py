@@ -25,6 +25,16 @@ Two fields are left out when the header already implies them: with ``k = d``
 (every coordinate kept) the positions and ``r``, whose entropy is zero; with
 ``M <= lambda`` (no magnitude above ``lambda``, every level 0) the levels. A
 vector of equal magnitudes at density 1 thus costs one sign bit per coordinate.
+
+``rotate=True`` (the default) makes the operator instance-adaptive: per
+message the encoder predicts, from ``x`` alone, the error of sparse dithering
+and of ``rotated_ternary`` at the rate sparse dithering spends on equal
+magnitudes (``density (log2(1/density) + 3.5)`` bits per coordinate), and
+sends the payload of the one nearer the bound followed by one choice bit
+(0 = sparse dithering, 1 = rotated). The choice never depends on a random
+draw, so the operator stays unbiased; sparse inputs keep their exact,
+short sparse payload, and dense ones (where sparse dithering is up to 15
+times the bound) get the rotated code.
 """
 import numpy as np
 from numba import njit
@@ -295,8 +305,10 @@ class SparseDither(SparseDecodeCodec):
         super().__init__(density=density, levels=levels, rotate=rotate)
         self.density, self.levels, self.rotate = float(density), int(levels), bool(rotate)
         # the rotated alternative at the rate sparse dithering spends on equal magnitudes: per kept coordinate
-        # about log2(1 / density) + 1.5 bits of Rice gap, a sign and a level bit
-        self.dense = RotatedTernary(rate=min(1.5, density * (np.log2(1.0 / density) + 3.5))) if rotate else None
+        # about log2(1 / density) + 1.5 bits of Rice gap, a sign and a level bit. Blocks of 1024 below 0.2 bit,
+        # where the norms' bits weigh most; of 256 above (4 times less work, about 3 % more error)
+        rate = min(1.5, density * (np.log2(1.0 / density) + 3.5))
+        self.dense = RotatedTernary(rate=rate, m=1024 if rate < 0.2 else 256) if rotate else None
 
     def omega(self, d):
         # sum_{|x_i| <= lambda} |x_i| lambda <= lambda ||x||_1 <= ||x||_1^2 / k <= ||x||^2 / density,

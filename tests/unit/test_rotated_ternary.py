@@ -48,16 +48,14 @@ def test_golomb_parameter_is_the_shortest_for_geometric_gaps():
 
 
 def test_householder_turn_is_orthogonal_and_its_inverse_undoes_it():
-    m = 16
+    m = GROUP
     W, off, f, sg = householder_haar(np.uint64(7), m)
-    tile = np.zeros(m * GROUP, np.float32)
-    tile[np.arange(m) * GROUP + np.arange(m)] = 1.0  # lanes 0..m-1: the unit vectors
-    dot = np.empty(GROUP, np.float32)
-    _turn(tile, m, W, off, f, sg, dot, False)
-    U = tile.reshape(m, GROUP)[:, :m].astype(np.float64)  # column l = U e_l
+    tile = np.eye(m, dtype=np.float32).ravel()  # lane l: the unit vector e_l
+    _turn(tile, m, W, off, f, sg, False)
+    U = tile.reshape(m, GROUP).astype(np.float64)  # column l = U e_l
     assert np.abs(U.T @ U - np.eye(m)).max() < 1e-5
-    _turn(tile, m, W, off, f, sg, dot, True)
-    assert np.abs(tile.reshape(m, GROUP)[:, :m] - np.eye(m)).max() < 1e-5
+    _turn(tile, m, W, off, f, sg, True)
+    assert np.abs(tile.reshape(m, GROUP) - np.eye(m)).max() < 1e-5
 
 
 def test_householder_turn_sends_a_fixed_vector_to_a_uniform_direction():
