@@ -4,7 +4,7 @@ import pytest
 import psgrad
 from psgrad.bitstream.codes import delta_len
 from psgrad.bitstream.words import get_golomb, golomb_len, golomb_parameter, load_words, new_words, put_golomb
-from psgrad.codecs.rotated_ternary import GROUP, _turn, householder_haar, shape
+from psgrad.codecs.rotated_ternary import dense_turn, householder_haar, shape
 
 
 def test_golomb_code_of_four_with_parameter_three_is_one_zero_then_the_two_bit_remainder_one():
@@ -47,15 +47,17 @@ def test_golomb_parameter_is_the_shortest_for_geometric_gaps():
         assert golomb_parameter(p) == min(cost, key=cost.get)
 
 
-def test_householder_turn_is_orthogonal_and_its_inverse_undoes_it():
-    m = GROUP
+@pytest.mark.parametrize("m", [1, 2, 13, 64])
+def test_householder_turn_is_orthogonal_and_its_first_column_is_the_first_reflection_direction(m):
     W, off, f, sg = householder_haar(np.uint64(7), m)
-    tile = np.eye(m, dtype=np.float32).ravel()  # lane l: the unit vector e_l
-    _turn(tile, m, W, off, f, sg, False)
-    U = tile.reshape(m, GROUP).astype(np.float64)  # column l = U e_l
+    U, UT = dense_turn(W, off, f, sg, m)
+    assert np.array_equal(UT, U.T)
+    U = U.astype(np.float64)
     assert np.abs(U.T @ U - np.eye(m)).max() < 1e-5
-    _turn(tile, m, W, off, f, sg, True)
-    assert np.abs(tile.reshape(m, GROUP) - np.eye(m)).max() < 1e-5
+    s = 1.0 if W[0] >= 1.0 else -1.0  # w = e_0 + s u with s = sign(u_0), so w_0 = 1 + |u_0|
+    u = s * W[:m].astype(np.float64)
+    u[0] -= s
+    assert np.abs(U[:, 0] - u).max() < 1e-5
 
 
 def test_householder_turn_sends_a_fixed_vector_to_a_uniform_direction():
