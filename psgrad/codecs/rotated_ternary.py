@@ -7,9 +7,10 @@ Steps (encoder; the decoder mirrors 1, 2 and 5):
    ``m' = min(m, n)``.
 2. Turn every block by the same Haar-random orthogonal ``U`` of the round,
    ``z_b = U y_b``. ``U`` is a product of ``m'`` Householder reflections of
-   shrinking size drawn from shared normals (``householder_haar``), so it
-   costs ``m'^2 / 2`` draws and no factorisation, and is applied in
-   ``O(m')`` work per coordinate.
+   shrinking size drawn from shared normals (``householder_haar``): ``m'^2 / 2``
+   draws and no factorisation. It is formed as a dense matrix from the
+   reflections (``dense_turn``) and applied with ``turn_rows``, ``m'``
+   multiply-adds per coordinate in a fixed order.
 3. Keep coordinate ``t`` of block ``b`` when ``|z_bt| > T ||z_b|| / sqrt(m')``:
    ``Q_b`` is the vector of signs on the kept set, zero elsewhere. ``T`` is
    set from ``rate`` so that the entropy of the kept pattern plus its signs
