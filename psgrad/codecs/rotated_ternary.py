@@ -354,7 +354,10 @@ class RotatedTernary(Codec):
         return n, mb, n // mb
 
     def _shape(self, mb):
-        return shape(mb, max(self.rate - self.norm_bits / mb, 1e-3))
+        # short vectors (small m') leave little or nothing after the norms: keep at least one coordinate per
+        # block in expectation, whatever the rate, rather than a near-empty pattern of huge variance
+        least = _entropy(1.0 / mb) + 1.0 / mb
+        return shape(mb, max(self.rate - self.norm_bits / mb, least))
 
     def omega(self, d):
         # shape term, plus the norm dither: per block variance <= step^2 / 4 <= ||y||^2 / (4 (L-1)^2), B blocks,
