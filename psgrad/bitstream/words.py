@@ -238,10 +238,11 @@ def put_rice(words, pos, n, k):
 
 
 @njit(cache=True)
-def get_rice(words, end, pos, k):
-    """Read a Golomb-Rice code with parameter ``k``; ``DecodeError`` on truncation or overflow."""
+def _get_unary(words, end, pos, limit):
+    """Count one bits from ``pos`` up to a 0 bit; return ``(count, position after the 0)``.
+
+    ``DecodeError`` on truncation or a count of ``limit`` or more."""
     q = np.int64(0)
-    limit = np.int64(1) << (62 - k)
     while True:
         if pos >= end:
             raise DecodeError(_OVERRUN)
@@ -258,13 +259,91 @@ def get_rice(words, end, pos, k):
         q += avail
         pos += avail
         if q >= limit:
-            raise DecodeError("integer code: Rice quotient too large")
+            raise DecodeError("integer code: unary quotient too large")
     if q >= limit:
-        raise DecodeError("integer code: Rice quotient too large")
+        raise DecodeError("integer code: unary quotient too large")
+    return q, pos
+
+
+@njit(cache=True)
+def get_rice(words, end, pos, k):
+    """Read a Golomb-Rice code with parameter ``k``; ``DecodeError`` on truncation or overflow."""
+    q, pos = _get_unary(words, end, pos, np.int64(1) << (62 - k))
     if pos + k > end:
         raise DecodeError(_OVERRUN)
     low, pos = get(words, pos, k)
     return (q << k) | np.int64(low), pos
+
+
+@njit(cache=True)
+def golomb_remainder(r, M):
+    """The remainder field of a Golomb code with parameter ``M >= 1`` for ``0 <= r < M``: ``(value, length)``.
+
+    Truncated binary with ``b = ceil(log2 M)`` and ``u = 2^b - M``: ``r < u``
+    takes ``b - 1`` bits (``r``); otherwise, with ``s = r - u``, ``b`` bits:
+    ``u + (s >> 1)`` in the low ``b - 1`` bits and ``s & 1`` above them. (The
+    low ``b - 1`` bits alone tell which case applies: they are ``< u`` only in
+    the first.) ``M = 1`` has no remainder bits.
+    """
+    if M == 1:
+        return np.uint64(0), 0
+    b = bit_length(M - 1)
+    u = (np.int64(1) << b) - M
+    if r < u:
+        return np.uint64(r), b - 1
+    s = r - u
+    return np.uint64(u + (s >> 1)) | (np.uint64(s & 1) << np.uint64(b - 1)), b
+
+
+@njit(cache=True)
+def golomb_len(n, M):
+    """Length of the Golomb code of ``n >= 0`` with parameter ``M``."""
+    _, length = golomb_remainder(n % M, M)
+    return n // M + 1 + length
+
+
+@njit(cache=True)
+def put_golomb(words, pos, n, M):
+    """Golomb code of ``n >= 0`` with parameter ``M >= 1`` (Golomb 1966) into a zeroed buffer: ``n // M``
+    one bits, a 0 bit, then the remainder field of ``golomb_remainder``. ``M = 2^k`` gives the bits of a
+    Rice code with the remainder's low ``k - 1`` bits and top bit swapped."""
+    q = np.int64(n) // M
+    while q >= 64:
+        pos = put(words, pos, _ALL, 64)
+        q -= 64
+    pos = put(words, pos, (_ONE << np.uint64(q)) - _ONE, q)
+    pos += 1
+    v, length = golomb_remainder(np.int64(n) % M, M)
+    return put(words, pos, v, length)
+
+
+@njit(cache=True)
+def get_golomb(words, end, pos, M):
+    """Read a Golomb code with parameter ``M``; ``DecodeError`` on truncation or a value over 62 bits."""
+    q, pos = _get_unary(words, end, pos, (np.int64(1) << 62) // M)
+    if M == 1:
+        return q, pos
+    b = bit_length(M - 1)
+    u = (np.int64(1) << b) - M
+    if pos + b - 1 > end:
+        raise DecodeError(_OVERRUN)
+    x, pos = get(words, pos, b - 1)
+    r = np.int64(x)
+    if r >= u:
+        if pos + 1 > end:
+            raise DecodeError(_OVERRUN)
+        e, pos = get(words, pos, 1)
+        r = u + 2 * (r - u) + np.int64(e)
+    return q * M + r, pos
+
+
+def golomb_parameter(p):
+    """The Golomb parameter of least expected length for gaps of a Bernoulli(``p``) sequence:
+    ``M = ceil(log(1 + q) / -log(q))``, ``q = 1 - p`` (Gallager and van Voorhis, 1975)."""
+    if not 0.0 < p < 1.0:
+        return 1
+    q = 1.0 - p
+    return max(1, int(np.ceil(np.log1p(q) / -np.log(q))))
 
 
 @njit(cache=True)

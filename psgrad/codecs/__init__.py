@@ -11,6 +11,7 @@ from .floats import Bf16, Fp16, Fp32
 from .natural import Natural, NaturalDither
 from .qsgd import Qsgd
 from .rotated import RotatedSign
+from .rotated_ternary import RotatedTernary
 from .signs import ScaledSign, Sign
 from .sparse import RandK, TopK
 from .sparse_dither import SparseDither
@@ -30,6 +31,7 @@ REGISTRY = {
     "topk": TopK,
     "randk": RandK,
     "rotated_sign": RotatedSign,
+    "rotated_ternary": RotatedTernary,
     "sparse_dither": SparseDither,
     "spherical": Spherical,
 }

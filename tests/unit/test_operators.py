@@ -16,7 +16,8 @@ INPUTS = {
 CODECS = [("spherical", {}), ("spherical", {"m": 16, "bits": 9, "gain_bits": 3}),
           ("spherical", {"code": "trellis", "m": 32, "bits": 64, "states": 4, "gain_bits": 2}),
           ("sparse_dither", {}), ("sparse_dither", {"density": 0.2, "levels": 2}),
-          ("sparse_dither", {"density": 1.0})]
+          ("sparse_dither", {"density": 1.0}), ("sparse_dither", {"density": 0.02, "rotate": False}),
+          ("rotated_ternary", {"rate": 0.25, "m": 64}), ("rotated_ternary", {"rate": 0.05, "m": 256})]
 
 
 def _runs(codec, x, trials):
@@ -174,7 +175,7 @@ def test_trellis_reaches_its_published_gain_over_scalar_quantization_at_one_bit(
 def test_sparse_dither_bit_count_is_the_sum_of_its_fields():
     from psgrad.bitstream.codes import delta_len, gamma_len, rice_len
     x = INPUTS["student_t2"]
-    c = psgrad.codec("sparse_dither", density=0.05, levels=4)
+    c = psgrad.codec("sparse_dither", density=0.05, levels=4, rotate=False)
     enc = c.encode(x, psgrad.Key(round=3))
     out = c.decode(enc.data, enc.nbits, D, psgrad.Key(round=3))
     pos = np.flatnonzero(out)
@@ -194,7 +195,7 @@ def test_sparse_dither_bit_count_is_the_sum_of_its_fields():
 def test_sparse_dither_at_density_one_leaves_out_positions_and_on_equal_magnitudes_levels_too():
     from psgrad.bitstream.codes import delta_len, gamma_len
     flat = np.where(np.arange(D) % 3 == 0, -1.0, 1.0).astype(np.float32)
-    c = psgrad.codec("sparse_dither", density=1.0)
+    c = psgrad.codec("sparse_dither", density=1.0, rotate=False)
     enc = c.encode(flat)
     assert enc.nbits == 64 + delta_len(D + 1) + D  # header, then one sign bit per coordinate
     assert np.array_equal(c.decode(enc.data, enc.nbits, D), flat)
@@ -209,7 +210,7 @@ def test_sparse_dither_at_density_one_leaves_out_positions_and_on_equal_magnitud
 
 
 def test_sparse_dither_payloads_with_implied_fields_fuzzed_raise_only_decode_error():
-    c = psgrad.codec("sparse_dither", density=1.0)
+    c = psgrad.codec("sparse_dither", density=1.0, rotate=False)
     rng = np.random.default_rng(4)
     for x in (INPUTS["flat"][:300], INPUTS["gaussian"][:300]):
         enc = c.encode(x)
@@ -233,7 +234,7 @@ def test_sparse_dither_sends_a_one_hot_vector_exactly_in_a_few_dozen_bits():
     assert np.array_equal(c.decode(enc.data, enc.nbits, D), x)
 
 
-@pytest.mark.parametrize("name", ["spherical", "sparse_dither"])
+@pytest.mark.parametrize("name", ["spherical", "sparse_dither", "rotated_ternary"])
 def test_zero_and_empty_vectors_round_trip(name):
     c = psgrad.codec(name)
     for d in (0, 7):
