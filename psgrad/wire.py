@@ -322,7 +322,7 @@ def parse(buf, verify=True):
     magic, version, kind, flags, round_, agent, nbits, loss, check = HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise WireError(f"bad magic {magic!r}, expected {MAGIC!r}")
-    where = f"(agent {agent}, round {round_})"
+    where = _where(agent, round_)
     if version != WIRE_VERSION:
         raise WireError(f"wire format version {version}, this psgrad speaks {WIRE_VERSION} {where}")
     if kind not in Kind.__members__.values():
@@ -352,6 +352,11 @@ def parse(buf, verify=True):
     return frame
 
 
+def _where(agent, round_):
+    """Where a frame says it is from, for an error: the agent (or the model) and the round, as its header says."""
+    return f"({'the model' if agent == ALL_AGENTS else f'agent {agent}'}, round {round_})"
+
+
 def verify_frame(buf, frame, accumulate=None):
     """Raise ``WireError`` unless ``buf``'s check matches ``frame`` (parsed from it with ``verify=False``).
 
@@ -365,5 +370,5 @@ def verify_frame(buf, frame, accumulate=None):
                          f"{frame.payload.shape[0]} bytes")
     check, finite = _check(buf, None, accumulate)
     if check != frame.check:
-        raise WireError(f"check mismatch: the frame was corrupted (agent {frame.agent}, round {frame.round})")
+        raise WireError(f"check mismatch: the frame was corrupted {_where(frame.agent, frame.round)}")
     return finite
