@@ -9,24 +9,26 @@ The public codec API::
 
 ``psgrad.codecs``, ``psgrad.schemes`` and ``psgrad.tasks`` are the subpackages, and each lists its names
 when called: ``psgrad.codecs()``, ``psgrad.schemes()``, ``psgrad.tasks()`` (built-ins and installed plugins;
-``psgrad.tasks`` imports torch on first use). ``psgrad.plugins.fingerprint()`` describes the plugin set.
+each is imported on first use, ``psgrad.tasks`` with torch). ``psgrad.plugins.fingerprint()`` describes the
+plugin set.
 """
 __version__ = "0.1.0"
 
 import importlib  # noqa: E402
 
-from . import codecs, plugins, schemes  # noqa: E402
-from .codecs import Codec, Encoded, Key, codec  # noqa: E402
 from .errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError  # noqa: E402
-from .schemes import Context, Scheme, digest, scheme  # noqa: E402
 
-# Loaded on first use: the runtime and tasks import torch, which the codec API does not need.
-_LAZY = {"run": "api", "Result": "api", "TorchTask": "tasks", "partition": "tasks"}
+# Loaded on first use, so that ``import psgrad`` (and ``python -m psgrad.train`` before it checks its config)
+# costs milliseconds: the codecs start numba, the runtime and tasks import torch.
+_SUBPACKAGES = {"codecs", "plugins", "schemes", "tasks"}
+_LAZY = {"Codec": "codecs", "Encoded": "codecs", "Key": "codecs", "codec": "codecs",
+         "Context": "schemes", "Scheme": "schemes", "digest": "schemes", "scheme": "schemes",
+         "run": "api", "Result": "api", "TorchTask": "tasks", "partition": "tasks"}
 
 
 def __getattr__(name):
-    if name == "tasks":
-        return importlib.import_module(".tasks", __name__)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -61,15 +61,10 @@ STOP = StopOnSignal().install()
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
-
-torch.set_num_threads(1)
-
-from . import api  # noqa: E402
+from . import config  # noqa: E402
 from .errors import ConfigError, describe  # noqa: E402
 from .runtime import checkpoint  # noqa: E402
-from .runtime.loop import Stopped  # noqa: E402
-from .transport.mpi import abort  # noqa: E402
+from .schemes import scheme  # noqa: E402
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
@@ -88,21 +83,41 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def check_config(args):
+    """Raise ``ConfigError`` for what is wrong in the config file, the ``--set`` overrides and the scheme and codec
+    names and parameters: found in well under a second, before torch is imported (a task's names and data are
+    checked later, with torch). Every rank reads the same files, so every rank fails alike without talking."""
+    if args.resume is None:
+        cfg = config.load(args.config, args.overrides)
+        scheme(cfg.scheme.name, cfg.scheme.codec, cfg.scheme.codec_params, **cfg.scheme.params)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from mpi4py import MPI
+    if args.local:
+        rank = 0
+    else:
+        from mpi4py import MPI
 
-    rank = 0 if args.local else MPI.COMM_WORLD.Get_rank()
+        rank = MPI.COMM_WORLD.Get_rank()
+    try:
+        check_config(args)
+    except ConfigError as e:
+        return config_error(rank, e)
+    import torch
+
+    torch.set_num_threads(1)
+    from . import api
+    from .runtime.loop import Stopped
+    from .transport.mpi import abort
+
     timings = {"start_and_import": process_age()}
     stop = STOP
     try:
         api.run(args.config, overrides=args.overrides, resume=args.resume, local=args.local,
                 log=lambda line: print(line, flush=True), stop=stop, timings=timings)
     except ConfigError as e:  # raised on every rank alike
-        if rank == 0:
-            where = f" on rank {e.rank}" if getattr(e, "rank", None) is not None else ""
-            print(f"psgrad: config error{where}: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return config_error(rank, e)
     except Stopped as e:
         if rank == 0:
             print(f"psgrad: stopped on {stop.name or 'request'} after {e.round} rounds; checkpoint written to "
@@ -116,6 +131,14 @@ def main(argv=None):
         abort(None, f"psgrad: error on rank {rank}{describe(e)}")
         return 1
     return 0
+
+
+def config_error(rank, e):
+    """Print a config error's one line on rank 0; the exit status of every rank."""
+    if rank == 0:
+        where = f" on rank {e.rank}" if getattr(e, "rank", None) is not None else ""
+        print(f"psgrad: config error{where}: {e}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -116,13 +116,28 @@ _SEEDS = (np.arange(1, LANES + 1, dtype=np.uint64) * np.uint64(0xD6E8FEB86659FD9
 _BLOCK = 2048  # words (16 KiB): a block checked and then copied or added while it sits in the L1 cache
 
 
+# A float32 is an infinity or a NaN when its 8 exponent bits are all ones. For a word holding two float32,
+# ``(w & _EXPONENTS) + _CARRY`` sets bit 31 (bit 63) exactly when the low (high) half's exponent is all ones.
+_EXPONENTS = np.uint64(0x7F8000007F800000)
+_CARRY = np.uint64(0x0080000000800000)
+_SIGNS = np.uint64(0x8000000080000000)
+
+
 @njit(cache=True)
-def _add_range(acc, x, wt, lo, hi):
-    """``acc[lo:hi] += wt * x[lo:hi]`` in float32, coordinate by coordinate (a loop of its own, so it vectorises)."""
-    a = acc[lo:hi]
-    v = x[lo:hi]
-    for c in range(a.shape[0]):
-        a[c] += wt * v[c]
+def _add_range(acc, x, src, wt, lo, hi):
+    """``acc[2 lo:2 hi] += wt * x[2 lo:2 hi]`` in float32, coordinate by coordinate (``x``: the words ``src`` read
+    as float32); returns the OR over words ``lo:hi`` of ``(w & _EXPONENTS) + _CARRY``, whose ``_SIGNS`` bits
+    say whether one of the float32 added was not finite. A loop of its own, so it vectorises; the test reads
+    the words the add has just loaded, which costs a few integer ops per word and no pass of its own."""
+    a = acc[2 * lo:2 * hi]
+    v = x[2 * lo:2 * hi]
+    words = src[lo:hi]
+    bits = np.uint64(0)
+    for k in range(words.shape[0]):
+        a[2 * k] += wt * v[2 * k]
+        a[2 * k + 1] += wt * v[2 * k + 1]
+        bits |= (words[k] & _EXPONENTS) + _CARRY
+    return bits
 
 
 @njit(cache=True)
@@ -151,13 +166,13 @@ def _rows(lanes, src):
 @njit(cache=True)
 def _absorb(lanes, k0, src, dst, x, acc, wt):
     """Feed ``src`` (uint64 words k0, k0 + 1, ... of the checked stream) into ``lanes``; word k goes to lane
-    k % LANES.
+    k % LANES. Returns False when ``acc`` is not empty and a float32 of ``x`` is not finite, else True.
 
     When ``dst`` is not empty, each word is also stored in ``dst`` (same length): a copy made block by block
     while the block is in the L1 cache. When ``acc`` is not empty, ``acc += wt * x`` in float32, coordinate
     by coordinate, the same way (``x``: the same bytes as ``src`` read as float32; ``acc``, ``x``: twice
-    ``src``'s length). A step ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and
-    of ``w`` for fixed ``s``.
+    ``src``'s length), and the block's float32 are tested for NaN and infinity. A step
+    ``s = (s ^ w) * M; s ^= s >> 32`` is a bijection of ``s`` for fixed ``w`` and of ``w`` for fixed ``s``.
     """
     m = _MUL
     r = np.uint64(32)
@@ -166,6 +181,7 @@ def _absorb(lanes, k0, src, dst, x, acc, wt):
     copy = dst.shape[0] > 0
     add = acc.shape[0] > 0
     wt = np.float32(wt)
+    bits = np.uint64(0)
     i = 0
     while i < n:
         if (k0 + i) % L == 0 and i + L <= n:  # whole rows, a cache-sized block at a time
@@ -174,7 +190,7 @@ def _absorb(lanes, k0, src, dst, x, acc, wt):
             if copy:
                 dst[i:hi] = src[i:hi]
             if add:
-                _add_range(acc, x, wt, 2 * i, 2 * hi)
+                bits |= _add_range(acc, x, src, wt, i, hi)
             i = hi
             continue
         w = src[i]  # a single word: before the first lane-0 word, or after the last whole row
@@ -183,10 +199,12 @@ def _absorb(lanes, k0, src, dst, x, acc, wt):
         if add:
             acc[2 * i] += wt * x[2 * i]
             acc[2 * i + 1] += wt * x[2 * i + 1]
+            bits |= (w & _EXPONENTS) + _CARRY
         j = (k0 + i) % L
         t = (lanes[j] ^ w) * m
         lanes[j] = t ^ (t >> r)
         i += 1
+    return bits & _SIGNS == 0
 
 
 @njit(cache=True)
@@ -232,7 +250,13 @@ def frame_check(buf, payload_src=None, accumulate=None):
     ``accumulate``: ``(acc, w)`` with ``acc`` a float32[n] and a payload of exactly ``4 n`` bytes (a float32
     vector): ``acc += float32(w) * payload`` in float32, coordinate by coordinate.
     """
+    return _check(buf, payload_src, accumulate)[0]
+
+
+def _check(buf, payload_src, accumulate):
+    """``(frame_check(...), finite)``: ``finite`` is False when ``accumulate`` added a NaN or an infinity."""
     lanes = _SEEDS.copy()
+    finite = True
     head = buf[:CHECK_OFFSET].view("<u8")
     _absorb(lanes, 0, head, _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
     body = buf[HEADER_BYTES:]
@@ -244,14 +268,15 @@ def frame_check(buf, payload_src=None, accumulate=None):
         acc, w = accumulate
         n = 8 * (acc.shape[0] // 2)
         x = body[:4 * acc.shape[0]].view("<f4")
-        _absorb(lanes, head.shape[0], _words(body[:n]), _NO_WORDS, x[:n // 4], acc[:n // 4], w)
+        finite = _absorb(lanes, head.shape[0], _words(body[:n]), _NO_WORDS, x[:n // 4], acc[:n // 4], w)
         if acc.shape[0] % 2:  # the last coordinate does not fill a word
             acc[-1] += np.float32(w) * x[-1]
+            finite &= bool(np.isfinite(x[-1]))
     rest = body[n:]
     k = head.shape[0] + n // 8
     _absorb(lanes, k, _words(rest), _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
     _absorb(lanes, k + rest.shape[0] // 8, _tail_word(rest), _NO_WORDS, _NO_FLOATS, _NO_FLOATS, 0.0)
-    return int(_fold(lanes, buf.shape[0] - 8))
+    return int(_fold(lanes, buf.shape[0] - 8)), finite
 
 
 def pack(kind, round_, agent, data, nbits, loss=float("nan"), digest=None, flags=0, out=None):
@@ -297,7 +322,7 @@ def parse(buf, verify=True):
     magic, version, kind, flags, round_, agent, nbits, loss, check = HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise WireError(f"bad magic {magic!r}, expected {MAGIC!r}")
-    where = f"(agent {agent}, round {round_})"
+    where = _where(agent, round_)
     if version != WIRE_VERSION:
         raise WireError(f"wire format version {version}, this psgrad speaks {WIRE_VERSION} {where}")
     if kind not in Kind.__members__.values():
@@ -327,14 +352,23 @@ def parse(buf, verify=True):
     return frame
 
 
+def _where(agent, round_):
+    """Where a frame says it is from, for an error: the agent (or the model) and the round, as its header says."""
+    return f"({'the model' if agent == ALL_AGENTS else f'agent {agent}'}, round {round_})"
+
+
 def verify_frame(buf, frame, accumulate=None):
     """Raise ``WireError`` unless ``buf``'s check matches ``frame`` (parsed from it with ``verify=False``).
 
-    ``accumulate`` as in ``frame_check``: the pass that checks the payload also adds it to ``acc``; what it added
-    is only meaningful when no error is raised.
+    ``accumulate`` as in ``frame_check``: the pass that checks the payload also adds it to ``acc``, and tests
+    every float32 it adds for NaN and infinity (integer tests on the words the check reads, in the same
+    pass). Returns False when one was not finite (True without ``accumulate``); what was added is only
+    meaningful when no error is raised and True is returned.
     """
     if accumulate is not None and 4 * accumulate[0].shape[0] != frame.payload.shape[0]:
         raise ValueError(f"accumulate's vector has {accumulate[0].shape[0]} float32, the payload "
                          f"{frame.payload.shape[0]} bytes")
-    if frame_check(buf, accumulate=accumulate) != frame.check:
-        raise WireError(f"check mismatch: the frame was corrupted (agent {frame.agent}, round {frame.round})")
+    check, finite = _check(buf, None, accumulate)
+    if check != frame.check:
+        raise WireError(f"check mismatch: the frame was corrupted {_where(frame.agent, frame.round)}")
+    return finite

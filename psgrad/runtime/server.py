@@ -23,6 +23,11 @@ before any other error of the round is reported, since a corrupted header can
 be the cause of that error. Under ``drop`` a message is checked on arrival, a
 pass of its own, so that a bad one never touches the sum.
 
+A payload that decodes to a NaN or an infinity is bad input too (a sender
+checks its gradient before encoding): a decoded ``g_hat`` is tested after
+``reconstruct``, a raw one on arrival under ``drop`` and by the pass that adds
+it under ``stop``.
+
 Bad input (``run.bad_message``): with ``stop`` any message that fails
 validation or decoding ends the run with an error naming the agent and round;
 with ``drop`` it is dropped, the agent contributes nothing this round, its
@@ -40,7 +45,7 @@ from ..codecs.base import Encoded, Key
 from ..errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError, located
 from ..schemes import Context, digest
 from .accounting import Ledger, Totals, max_update_bytes, message_record, model_bits
-from .kernels import axpy, sqdist
+from .kernels import all_finite, axpy, sqdist
 from .optim import Sgd
 from .phases import Phases
 
@@ -132,6 +137,7 @@ class Server:
         self.messages = []
         self.skipped = set()
         self.dropped = set()       # agents whose message of the round was dropped
+        self.dropped_messages = 0  # messages of the round dropped (a second message from an agent included)
         self.last_dropped = set()  # ... of the previous round: the next model frame says so
         self.stop_requested = False  # a worker rank asked to stop (SIGTERM)
         # Accounting
@@ -168,6 +174,7 @@ class Server:
             if not self.drop_bad:
                 self._verify_held()
                 raise
+            self.dropped_messages += 1
             self.log(f"round {t}: dropped a message from rank {source}: {e}")
         except PsgradError:
             self._verify_held()
@@ -205,8 +212,9 @@ class Server:
             raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), None, t) from None
 
     def _verify(self, buf, frame, source, t, accumulate=None):
+        """``wire.verify_frame`` with the error located; returns whether every float32 it added was finite."""
         try:
-            wire.verify_frame(buf, frame, accumulate=accumulate)
+            return wire.verify_frame(buf, frame, accumulate=accumulate)
         except WireError as e:
             raise located(WireError(f"bad message from rank {source} in round {t}: {e}"), frame.agent, t) from None
 
@@ -241,13 +249,25 @@ class Server:
             self.skipped.add(a)
         elif raw is not None:
             g_hat, state = raw, self.mirrors[a]  # a stateless scheme's state does not change
+            # Checked on arrival (drop): tested here, so that a NaN never enters the sum; unchecked (stop): the
+            # pass that adds it tests it
+            if raw.checked:
+                self._require_finite(frame.payload.view(np.float32), a, t)
         else:
             ctx = Context(self.key(a, t), self.d, self.model_delta_sq)
             with self.phases("decode"):
                 g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
+            self._require_finite(g_hat, a, t)
         if frame.digest is not None and self._digest(state) != frame.digest:
             raise MirrorError(f"agent {a}, round {t}: server and agent scheme states differ (digest mismatch)")
         return g_hat, state
+
+    def _require_finite(self, g_hat, a, t):
+        """A NaN or an infinity in a decoded update is a bad message (a sender checks its gradient first)."""
+        with self.phases("check"):
+            if not all_finite(g_hat):
+                raise DecodeError(f"agent {a}, round {t}: the update decodes to values that are not finite "
+                                  f"(NaN or infinity)")
 
     def _digest(self, state):
         with self.phases("digest"):
@@ -282,9 +302,11 @@ class Server:
             try:
                 if g.checked:
                     axpy(self.acc, self.weights[a], g.frame.payload.view(np.float32))
-                else:
-                    self._verify(g.buf, g.frame, self.agent_rank[a], g.frame.round,
-                                 accumulate=(self.acc, self.weights[a]))
+                elif not self._verify(g.buf, g.frame, self.agent_rank[a], g.frame.round,
+                                      accumulate=(self.acc, self.weights[a])):
+                    # Only under stop, which ends the run: the sum it spoilt is never used
+                    raise located(DecodeError(f"agent {a}, round {g.frame.round}: the update decodes to values that "
+                                              f"are not finite (NaN or infinity)"), a, g.frame.round)
             finally:
                 self.inbox.give_back(g.buf)
 
@@ -317,11 +339,12 @@ class Server:
         row = {"round": t + 1, "lr": lr, "agent_loss": agent_loss(self.weights, losses, self.skipped | self.dropped)}
         row.update(self.ledger.close_round(self.messages, self.model_bits * self.n_agents,
                                            wire.frame_bytes(self.model_bits) * n_workers))
-        row.update(skipped=len(self.skipped), dropped=len(self.dropped))
+        row.update(skipped=len(self.skipped), dropped=self.dropped_messages)
         messages, self.messages = self.messages, []
         with self.phases("aggregate"):
             self.acc[:] = 0
         self.next_agent = 0
+        self.dropped_messages = 0
         self.last_dropped, self.dropped, self.skipped = self.dropped, set(), set()
         return row, messages
 

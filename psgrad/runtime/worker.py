@@ -82,7 +82,10 @@ class Worker:
     def accept_model(self, t, model_buf):
         """Check the round-``t`` model frame and apply the drops it reports; return ``(params, flags)``."""
         with self.phases("check"):
-            frame = wire.parse(model_buf)
+            try:
+                frame = wire.parse(model_buf)
+            except WireError as e:  # no agent's fault: the frame is the server's
+                raise located(WireError(f"bad model frame from the server in round {t}: {e}"), None, t) from None
         if frame.kind != wire.Kind.MODEL or frame.round != t or frame.nbits != self.model_bits:
             raise WireError(f"expected the round-{t} model of {self.model_bits} bits, got {frame.kind.name} "
                             f"for round {frame.round} with {frame.nbits} bits")

@@ -39,6 +39,20 @@ def test_a_config_error_ends_every_rank_with_status_2_and_one_line(tmp_path, ove
     assert len(lines) == 1 and message in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=abc", "optim.lr: expected float, got 'abc' (str)"),
+    ("run.rounds=-1", "run.rounds: expected a value > 0"),
+    ("scheme.codec=nope", "unknown codec 'nope'"),
+])
+def test_a_config_error_is_found_before_torch_is_imported(override, message):
+    code = (f"import sys; from psgrad import train; status = train.main(['--local', '--set', {override!r}]); "
+            f"print(status, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert r.stdout.split() == ["2", "False"], r.stderr
+    assert r.stderr.startswith(f"psgrad: config error: {message}") and r.stderr.count("\n") == 1, r.stderr
+
+
 def test_an_exception_on_one_worker_ends_the_job_naming_rank_agent_and_round(tmp_path):
     r, elapsed = mpirun(["tests/system/faulty_train.py", "raise", "2", "--set", "run.rounds=20"], tmp_path)
     assert r.returncode != 0, r.stderr

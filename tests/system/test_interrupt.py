@@ -42,3 +42,16 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (75, 130), err  # the first may already have stopped it
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_sigterm_in_the_first_second_stops_at_round_0_with_a_checkpoint(tmp_path):
+    # The handler is in place within milliseconds: ``import psgrad`` imports neither numba nor torch
+    cmd = [sys.executable, "-m", "psgrad.train", "--local", "--set", f"run.results_dir={tmp_path}",
+           "--set", "run.name=r", "--set", "task.name=linreg"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert err.startswith("psgrad: stopped on SIGTERM after 0 rounds; checkpoint written to "), err
+    assert (tmp_path / "r" / "checkpoint.npz").is_file()

@@ -143,3 +143,57 @@ def test_under_skip_a_nonfinite_gradient_sends_a_skipped_message_and_changes_no_
     skipped = [m for m in messages if m["status"] == "skipped"]
     assert [(m["round"], m["agent"], m["payload_bits"]) for m in skipped] == [("2", "1", "0")]
     assert np.all(np.isfinite(server.params))
+
+
+def nan_payload(buf):
+    """The frame with every payload byte 0xFF (a NaN in fp32 and fp16) and a valid check: only decoding finds it."""
+    f = wire.parse(buf)
+    return wire.pack(f.kind, f.round, f.agent, np.full(f.payload.shape[0], 0xFF, np.uint8), f.nbits, loss=f.loss,
+                     digest=f.digest, flags=f.flags & ~wire.FLAG_DIGEST)
+
+
+NAN_CASES = [("direct", "fp32"), ("direct", "fp16"), ("ef", "fp32")]  # added as received; decoded; with state
+
+
+@pytest.mark.parametrize("scheme_name,codec", NAN_CASES)
+def test_a_payload_that_decodes_to_nan_stops_the_run_naming_agent_and_round(tmp_path, monkeypatch, scheme_name,
+                                                                           codec):
+    corrupt_one_message(monkeypatch, nan_payload)
+    with pytest.raises(DecodeError, match="not finite") as info:
+        run(tmp_path, f"scheme.name={scheme_name}", f"scheme.codec={codec}")
+    assert info.value.psgrad_where == (BAD_AGENT, BAD_ROUND)
+
+
+@pytest.mark.parametrize("scheme_name,codec", NAN_CASES)
+def test_under_drop_a_payload_that_decodes_to_nan_is_dropped_and_charged_to_its_agent(tmp_path, monkeypatch,
+                                                                                      scheme_name, codec):
+    corrupt_one_message(monkeypatch, nan_payload)
+    log = []
+    cfg = resolve_workers(config.load(None, [f"run.results_dir={tmp_path}", "run.log_every=1000", "run.workers=3",
+                                             "run.rounds=5", "run.digest_every=1", "run.bad_message=drop",
+                                             f"scheme.name={scheme_name}", f"scheme.codec={codec}"]), 1)
+    task, sc = build(cfg)
+    _, server = run_local(cfg, task, sc, log=log.append)
+    assert [int(r["dropped"]) for r in metrics(tmp_path)] == [0, 0, 0, 1, 0, 0]
+    assert [line for line in log if "dropped" in line] == [
+        f"round {BAD_ROUND}: dropped a message from rank 2: agent {BAD_AGENT}, round {BAD_ROUND}: the update "
+        f"decodes to values that are not finite (NaN or infinity)"]
+    assert np.all(np.isfinite(server.params))
+    messages = list(csv.DictReader(open(tmp_path / "default" / "agents.csv")))
+    assert not any(m["round"] == str(BAD_ROUND) and m["agent"] == str(BAD_AGENT) for m in messages)
+
+
+def test_under_drop_a_second_message_from_an_agent_is_dropped_and_counted(tmp_path, monkeypatch):
+    original = worker_mod.Worker.updates
+
+    def updates(self, t, params):
+        for frame in original(self, t, params):
+            yield frame
+            if t == BAD_ROUND and wire.parse(frame).agent == BAD_AGENT:
+                yield frame.copy()
+
+    monkeypatch.setattr(worker_mod.Worker, "updates", updates)
+    run(tmp_path, "run.bad_message=drop")
+    assert [int(r["dropped"]) for r in metrics(tmp_path)] == [0, 0, 0, 1, 0, 0]
+    messages = list(csv.DictReader(open(tmp_path / "default" / "agents.csv")))
+    assert len(messages) == 5 * 3  # the first message of the agent counted

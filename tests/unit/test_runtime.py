@@ -254,3 +254,17 @@ def test_all_finite_finds_a_nan_or_an_infinity_anywhere():
             x = np.ones(100, np.float32)
             x[i] = bad
             assert not all_finite(x)
+
+
+@pytest.mark.parametrize("byte", [2, wire.HEADER_BYTES + 9])  # the wire version, a model coordinate
+def test_a_corrupted_model_frame_is_named_as_the_servers_frame_of_its_round_not_an_agent(tmp_path, byte):
+    cfg = make_cfg(tmp_path, "run.workers=1", "run.rounds=3")
+    task, sc = build(cfg)
+    server = Server(cfg, task, sc, agent_layout(1, 1))
+    worker = Worker(cfg, task, sc, 1, [0])
+    frame = server.model_frame(2).copy()
+    frame[byte] ^= 1
+    with pytest.raises(WireError, match="bad model frame from the server in round 2: ") as info:
+        worker.serve_round(2, frame, None)
+    assert info.value.psgrad_where == (None, 2)
+    assert "agent" not in str(info.value) and "the model, round 2" in str(info.value)

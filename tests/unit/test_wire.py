@@ -161,7 +161,7 @@ def test_verifying_can_add_a_float32_payload_to_a_sum_in_the_same_pass(d):
     acc = rng.standard_normal(d).astype(np.float32)
     expected = acc.copy()
     axpy(expected, 0.3, x)
-    wire.verify_frame(buf, f, accumulate=(acc, 0.3))
+    assert wire.verify_frame(buf, f, accumulate=(acc, 0.3)) is True
     assert np.array_equal(acc, expected)  # bit for bit the server's axpy
     if d:
         bad = buf.copy()
@@ -170,6 +170,19 @@ def test_verifying_can_add_a_float32_payload_to_a_sum_in_the_same_pass(d):
             wire.verify_frame(bad, wire.parse(bad, verify=False), accumulate=(acc.copy(), 0.3))
     with pytest.raises(ValueError, match="accumulate"):
         wire.verify_frame(buf, f, accumulate=(np.zeros(d + 1, np.float32), 1.0))
+
+
+@pytest.mark.parametrize("d", [1, 7, 512, 513, 5000])
+def test_the_pass_that_adds_a_float32_payload_finds_a_nan_or_an_infinity_anywhere(d):
+    rng = np.random.default_rng(d)
+    big = np.float32(3e38)  # the largest exponent that is finite
+    for i in sorted({i for i in (0, 1, d // 2, d - 2, d - 1) if 0 <= i < d}):  # a word alone, rows, an odd last one
+        for bad in (np.nan, np.inf, -np.inf, big):
+            x = rng.standard_normal(d).astype(np.float32)
+            x[i] = bad
+            buf = wire.pack(wire.Kind.UPDATE, 2, 5, x.view(np.uint8), 32 * d)
+            finite = wire.verify_frame(buf, wire.parse(buf, verify=False), accumulate=(np.zeros(d, np.float32), 0.5))
+            assert finite == (bad == big), (i, bad)
 
 
 def _assert_every_two_flips_caught(good, bits):
