@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses, YAML files and ``--set a.b=value`` overrides.
 
-A config has four sections (task, scheme, optim, run); every field has a
+A config has five sections (task, scheme, downlink, optim, run); every field has a
 default, so an empty file (or none) is the built-in default job. Unknown keys
 list the valid ones; wrong types and out-of-range values say what was
 expected. ``psgrad.train`` turns a ``ConfigError`` into one line and status 2.
@@ -52,6 +52,16 @@ class SchemeConfig:
 
 
 @dataclass
+class DownlinkConfig:
+    """How the model goes down to the workers (psgrad/runtime/downlink.py)."""
+
+    scheme: str = "direct"  # direct | ef21p (EF21-P: server-side error feedback) | any scheme name
+    codec: str = "fp32"     # direct + fp32: the model's float32 bytes, as is
+    codec_params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
 class OptimConfig:
     """The server's optimizer: SGD with momentum and a learning-rate schedule."""
 
@@ -89,6 +99,7 @@ class RunConfig:
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     scheme: SchemeConfig = field(default_factory=SchemeConfig)
+    downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

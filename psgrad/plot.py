@@ -52,6 +52,7 @@ X_AXES = {
     "bits": ("cum_up_payload_bits", "uplink payload, all agents (bits)", True),
     "rounds": ("round", "round", False),
     "time": ("time_s", "wall-clock time (s)", False),
+    "downlink": ("cum_down_payload_bits", "downlink payload, all agents (bits)", True),
     "total": ("cum_total_bits", "uplink + downlink payload, all agents (bits)", True),
     "sim_time": ("sim_time", "simulated time (s)", False),
 }

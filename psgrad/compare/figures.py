@@ -20,8 +20,8 @@ import yaml
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError
-from ..plot import (LOG_METRICS, describe_task, finish, format_x, format_y, legend_label, metric_label, save,
-                    split_common, title_of)
+from ..plot import (LOG_METRICS, X_AXES, describe_task, finish, format_x, format_y, legend_label, metric_label,
+                    save, split_common, title_of)
 from ..runtime.results import read_metrics
 from .spec import from_dict
 
@@ -30,9 +30,11 @@ SIGNS = {"at_most": "\u2264", "at_least": "\u2265"}
 
 
 def figure(comparison, curves, x):
-    """The Figure: ``curves`` = [(label, proposed, rows)], the target metric against ``x`` ('bits' or 'rounds')."""
+    """The Figure: ``curves`` = [(label, proposed, rows)], the target metric against ``x`` ('bits': the bits the
+    target counts, or 'rounds')."""
     t = comparison.target
-    column = "cum_up_payload_bits" if x == "bits" else "round"
+    axis = {"uplink": "bits", "downlink": "downlink", "total": "total"}[t.count] if x == "bits" else "rounds"
+    column = X_AXES[axis][0]
     fields = [{"scheme": f"scheme {c.scheme}", "codec": f"codec {c.codec}"} for c in comparison.contenders]
     common, differing = split_common(fields)
     by_label = dict(zip((c.label for c in comparison.contenders), differing))
@@ -50,7 +52,7 @@ def figure(comparison, curves, x):
                 label=f"{name}, proposed" if proposed else name)
     ax.axhline(t.threshold, color="black", linewidth=0.8, linestyle=":",
                label=f"target: {metric_label(t.metric)} {SIGNS[t.direction]} {t.threshold:g}")
-    format_x(ax, "bits" if x == "bits" else "rounds", plotted)
+    format_x(ax, axis, plotted)
     format_y(ax, t.metric, t.metric in LOG_METRICS)
     if t.metric.endswith("accuracy"):
         lo = min([t.threshold] + [r[t.metric] for _, _, rows in curves for r in rows[-1:] if t.metric in r])

@@ -51,6 +51,7 @@ class Target:
     metric: str
     threshold: float
     direction: str  # at_most | at_least
+    count: str = "uplink"  # which bits are counted to the target: uplink | downlink | total (payload bits)
 
     def met(self, value):
         """Whether ``value`` meets the target (NaN never does)."""
@@ -68,6 +69,9 @@ class Target:
 
     def __str__(self):
         return f"{self.metric} {DIRECTIONS[self.direction]} {self.threshold:g}"
+
+
+COUNTS = ("uplink", "downlink", "total")
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ def from_dict(data):
     out = Path(str(data.get("results_dir", "results"))) / name
     base = data.get("base") or {}
     if not isinstance(base, dict):
-        raise ConfigError(f"base: expected a run config mapping (task, scheme, optim, run), got {base!r}")
+        raise ConfigError(f"base: expected a run config mapping (task, scheme, downlink, optim, run), got {base!r}")
     if "scheme" in base:
         raise ConfigError("base: must not set a scheme; each contender names its own")
     try:
@@ -183,7 +187,10 @@ def from_dict(data):
 def _target(raw):
     if not isinstance(raw, dict):
         raise ConfigError(f"target: expected a mapping like {{metric: test_accuracy, at_least: 0.95}}, got {raw!r}")
-    _check_keys("target", raw, ("metric", *DIRECTIONS))
+    _check_keys("target", raw, ("metric", *DIRECTIONS, "count"))
+    count = raw.get("count", "uplink")
+    if count not in COUNTS:
+        raise ConfigError(f"target.count: expected one of {', '.join(COUNTS)}, got {count!r}")
     if not isinstance(raw.get("metric"), str):
         raise ConfigError(f"target.metric: expected a metric name (e.g. suboptimality, train_loss, test_accuracy), "
                           f"got {raw.get('metric')!r}")
@@ -193,7 +200,7 @@ def _target(raw):
     value = raw[given[0]]
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"target.{given[0]}: expected a finite number, got {value!r}")
-    return Target(raw["metric"], float(value), given[0])
+    return Target(raw["metric"], float(value), given[0], count)
 
 
 def _contender(i, raw, base, out):

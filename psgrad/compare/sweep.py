@@ -147,13 +147,16 @@ def describe(comparison):
     split = {"iid": "iid", "dirichlet": f"Dirichlet({t.alpha:g})", "classes": f"{t.classes_per_agent} classes each"}
     dataset = f"d={t.dim} synthetic" if t.name == "linreg" else t.dataset
     workers = r.workers or "8 (or the MPI world's)"
+    downs = sorted({f"{p.cfg.downlink.scheme}/{p.cfg.downlink.codec}" for p in comparison.points})
+    down = ("the server broadcasts the fp32 model every round" if downs == ["direct/fp32"]
+            else f"{', '.join(downs)} (scheme/codec) as each contender sets it")
     return (f"Task {t.name} on {dataset}, {workers} workers x {r.agents_per_worker} agents, {split[t.partition]} "
             f"partition, {batch}; server SGD (momentum {cfg.optim.momentum:g}); {r.rounds} rounds, evaluated every "
             f"{r.eval_every} round(s), seed {r.seed}. Each contender was tuned over {comparison.grid_size()} grid "
             f"points of its own parameters (the same number for every contender); shown is its best point: fewest "
-            f"uplink payload bits at the first evaluated round meeting the target (no interpolation), else best "
+            f"{comparison.target.count} payload bits at the first evaluated round meeting the target (no interpolation), else best "
             f"final value. Ratios divide by the fewest bits of any baseline; **bold** contenders are the proposed "
-            f"schemes. Downlink: the server broadcasts the fp32 model every round.")
+            f"schemes. Downlink: {down}.")
 
 
 def _quiet(line):

@@ -1,9 +1,11 @@
 """Bits to target, the choice of each contender's best grid point, and the comparison table.
 
 Only evaluated rounds count (no interpolation): a run's bits-to-target is
-its cumulative uplink payload bits at the first round whose evaluated
-metric meets the target, and its rounds-to-target is that round. Round 0
-(the initial model, zero bits) counts like any other.
+its cumulative payload bits at the first round whose evaluated metric meets
+the target, counted as the target says (``count``: uplink, downlink or
+their total), and its rounds-to-target is that round. The three counts to
+target are all given. Round 0 (the initial model, zero bits) counts like
+any other.
 
 Best grid point: fewest bits-to-target; among grid points that never reach
 the target (or tie on bits), the best final metric. The ratio column
@@ -14,13 +16,22 @@ import csv
 import math
 import statistics
 
+from .spec import COUNTS
+
 COLUMNS = ("label", "scheme", "codec", "proposed", "best_grid_point", "reached", "bits_to_target",
-           "rounds_to_target", "wire_bytes_to_target", "ratio_to_best_baseline", "final_metric", "best_metric",
+           "uplink_bits_to_target", "downlink_bits_to_target", "total_bits_to_target", "rounds_to_target", "wire_bytes_to_target", "ratio_to_best_baseline", "final_metric", "best_metric",
            "total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate", "diverged_round", "seeds_reached",
            "bits_to_target_median", "bits_to_target_min", "bits_to_target_max")
-SWEEP_COLUMNS = ("label", "grid_point", "run", "reached", "bits_to_target", "rounds_to_target",
+SWEEP_COLUMNS = ("label", "grid_point", "run", "reached", "bits_to_target", "uplink_bits_to_target",
+                 "downlink_bits_to_target", "total_bits_to_target", "rounds_to_target",
                  "wire_bytes_to_target", "final_metric", "best_metric", "total_uplink_bits", "total_downlink_bits",
                  "uplink_bits_per_coordinate", "diverged_round", "best")
+
+
+def bits_at(row, count):
+    """Cumulative payload bits of ``count`` (uplink, downlink or total) in a metrics.csv row."""
+    up, down = int(row.get("cum_up_payload_bits", 0)), int(row.get("cum_down_payload_bits", 0))
+    return {"uplink": up, "downlink": down, "total": up + down}[count]
 
 
 def reach(rows, target):
@@ -43,7 +54,8 @@ def run_result(rows, target, summary):
             best = v
     return {
         "reached": hit is not None,
-        "bits_to_target": int(hit["cum_up_payload_bits"]) if hit else None,
+        "bits_to_target": bits_at(hit, target.count) if hit else None,
+        **{f"{c}_bits_to_target": bits_at(hit, c) if hit else None for c in COUNTS},
         "rounds_to_target": int(hit["round"]) if hit else None,
         "wire_bytes_to_target": int(hit["cum_up_wire_bytes"]) if hit else None,
         "final_metric": evaluated[-1],
@@ -137,13 +149,13 @@ def markdown(comparison, rows, meta):
     """table.md: the setting, the rule, and one line per contender (winners of the tuning grid)."""
     t = comparison.target
     lines = [
-        f"# {comparison.name}: uplink bits to reach {t}",
+        f"# {comparison.name}: {t.count} bits to reach {t}",
         "",
         meta,
         "",
-        "| contender | best grid point | uplink bits to target | rounds | vs best baseline | "
-        f"final {t.metric} | total uplink bits | total downlink bits | bits/coord |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| contender | best grid point | {t.count} bits to target | rounds | vs best baseline | "
+        f"final {t.metric} | uplink to target | downlink to target | total to target | uplink bits/coord |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=_order):
         name = f"**{r['label']}**" if r["proposed"] else r["label"]
@@ -159,9 +171,9 @@ def markdown(comparison, rows, meta):
                      f"-{_bits(r['bits_to_target_max'])}]")
         elif comparison.repeats > 1:
             bits += f" [{r['seeds_reached']} seeds]"
+        counts = " | ".join(_bits(r[f"{c}_bits_to_target"]) if r["reached"] else "" for c in COUNTS)
         lines.append(f"| {name} | {r['best_grid_point']} | {bits} | {rounds} | {ratio} | {r['final_metric']:.4g} | "
-                     f"{_bits(r['total_uplink_bits'])} | {_bits(r['total_downlink_bits'])} | "
-                     f"{r['uplink_bits_per_coordinate']:.3g} |")
+                     f"{counts} | {r['uplink_bits_per_coordinate']:.3g} |")
     return "\n".join(lines) + "\n"
 
 

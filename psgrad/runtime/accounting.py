@@ -15,7 +15,8 @@ MESSAGE_FIELDS = ("round", "agent", "payload_bits", "header_bits", "padding_bits
 # per-round uplink/downlink columns of metrics.csv, in order
 ROUND_FIELDS = ("up_payload_bits", "up_header_bits", "up_padding_bits", "up_digest_bits", "up_wire_bytes",
                 "down_payload_bits", "down_wire_bytes")
-CUMULATIVE_FIELDS = ("cum_up_payload_bits", "cum_up_wire_bytes", "cum_down_payload_bits", "cum_down_wire_bytes")
+CUMULATIVE_FIELDS = ("cum_up_payload_bits", "cum_up_wire_bytes", "cum_down_payload_bits", "cum_down_wire_bytes",
+                     "cum_total_bits")  # the last: payload bits of both directions
 # The cumulative counters as one value, for checkpoints
 Totals = NamedTuple("Totals", [(name, int) for name in CUMULATIVE_FIELDS])
 
@@ -24,11 +25,6 @@ Totals = NamedTuple("Totals", [(name, int) for name in CUMULATIVE_FIELDS])
 # server calls it oversized: fp32 needs 32.
 MAX_BITS_PER_COORDINATE = 64
 MAX_EXTRA_BITS = 2**20
-
-
-def model_bits(d, n_agents, with_drops):
-    """Payload bits of a model frame: the float32 parameters, then one drop bit per agent under ``drop``."""
-    return 32 * d + (n_agents if with_drops else 0)
 
 
 def max_update_bytes(d):
@@ -69,4 +65,5 @@ class Ledger:
         t["cum_up_wire_bytes"] += row["up_wire_bytes"]
         t["cum_down_payload_bits"] += down_payload_bits
         t["cum_down_wire_bytes"] += down_wire_bytes
+        t["cum_total_bits"] = t["cum_up_payload_bits"] + t["cum_down_payload_bits"]
         return {**row, **t}

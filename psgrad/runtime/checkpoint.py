@@ -155,6 +155,9 @@ def write(cfg, k, server, recorder, parts, reason):
         for key, d in wmeta["mirror_digests"].items():
             if d != digest(server.mirrors[int(key)]):
                 raise MirrorError(f"agent {key}, round {k}: server and agent scheme states differ at the checkpoint")
+        if wmeta["downlink_digest"] != server.downlink.digest():
+            raise MirrorError(f"rank {wmeta['rank']}, round {k}: its model copy and the server's differ at the "
+                              f"checkpoint")
         workers[str(wmeta["rank"])] = wmeta["state"]
         arrays.update(warrays)
         recorder.add_infos(wmeta["infos"])
@@ -184,7 +187,8 @@ def restore_run(meta, arrays, server, workers):
         # The agents' mirrored states are the server's mirrors, read from the server's part.
         template = w.scheme.init(w.d)[0]
         mirrors = {a: fill(template, saved["mirrors"]["items"][a], arrays, f"agent {a}'s state") for a in w.agents}
-        w.load_state(privates, mirrors, float(fill(0.0, saved["model_delta_sq"], arrays, "model_delta_sq")))
+        down = fill(w.downlink.state, saved["downlink"]["items"][0], arrays, "the downlink's state")
+        w.load_state(privates, mirrors, float(fill(0.0, saved["model_delta_sq"], arrays, "model_delta_sq")), down)
     return int(meta["round"])
 
 

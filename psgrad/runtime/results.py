@@ -143,6 +143,8 @@ class Recorder:
             "uplink_wire_bytes": self.last["cum_up_wire_bytes"],
             "downlink_payload_bits": self.last["cum_down_payload_bits"],
             "downlink_wire_bytes": self.last["cum_down_wire_bytes"],
+            "total_payload_bits": self.last["cum_total_bits"],
+            "downlink": f"{self.cfg.downlink.scheme}/{self.cfg.downlink.codec}",
             "fp32_uplink_bits": self.fp32_bits(rounds),
             "compression_vs_fp32": self.fp32_bits(rounds) / up if up else math.inf,
             "bits_per_coordinate": up / (self.task.d * self.n_agents * rounds),
@@ -307,7 +309,7 @@ def infos_summary(infos):
 
 
 def summary_line(s):
-    """The end-of-run report: four lines, each under 100 columns (but for a long results path)."""
+    """The end-of-run report: five lines, each under 100 columns (but for a long results path)."""
     final = ", ".join(f"{k} {v:.4g}" for k, v in s["final"].items())
     times = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in s["timings_s"].items() if isinstance(v, float))
     return (f"done: {s['rounds']} rounds of {s['scheme']}/{s['codec']} on {s['task']} (d={s['d']}, "
@@ -316,4 +318,6 @@ def summary_line(s):
             f"uplink: {units.bits(s['uplink_payload_bits'])} of payload ({s['bits_per_coordinate']:.3g} "
             f"bits/coordinate, x{s['compression_vs_fp32']:.1f} fewer than fp32), "
             f"{units.si(s['uplink_wire_bytes'])}B on the wire\n"
+            f"downlink ({s['downlink']}): {units.bits(s['downlink_payload_bits'])} of payload; total "
+            f"{units.bits(s['total_payload_bits'])}\n"
             f"time: {times}")

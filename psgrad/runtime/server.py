@@ -44,7 +44,8 @@ from .. import wire
 from ..codecs.base import Encoded, Key
 from ..errors import ConfigError, DecodeError, MirrorError, PsgradError, WireError, located
 from ..schemes import Context, digest
-from .accounting import Ledger, Totals, max_update_bytes, message_record, model_bits
+from .accounting import Ledger, Totals, max_update_bytes, message_record
+from .downlink import Downlink, link_digest, with_bits
 from .kernels import all_finite, axpy, sqdist
 from .optim import Sgd
 from .phases import Phases
@@ -57,7 +58,8 @@ class ServerState(NamedTuple):
     optim: tuple          # the optimizer's state
     mirrors: tuple        # each agent's mirrored scheme state, in agent order
     ledger: tuple         # ``Totals``: the cumulative bit counters
-    model_delta_sq: float  # ||theta_t - theta_{t-1}||^2 of the last step (schemes' Context)
+    model_delta_sq: float  # ||w_hat_t - w_hat_{t-1}||^2 of the workers' last two models (schemes' Context)
+    downlink: tuple       # (mirrored, private) state of the downlink scheme before the round's model frame
 
 
 class Raw(NamedTuple):
@@ -116,7 +118,12 @@ class Server:
         self.d = task.d
         self.log = log or (lambda line: None)
         self.drop_bad = cfg.run.bad_message == "drop"
-        self.model_bits = model_bits(self.d, self.n_agents, self.drop_bad)
+        # The downlink: the workers' copy of the model is what it reconstructs
+        self.downlink = Downlink(cfg, self.d)
+        self.max_model_bits = self.downlink.max_bits + (self.n_agents if self.drop_bad else 0)
+        self.sent = None          # the workers' model of the last frame (None: none sent by this process)
+        self.down_before = None   # (state, private) of the downlink before the last frame: what a checkpoint holds
+        self.model_bits = 0       # payload bits of the last model frame
         self.max_frame_bytes = max_update_bytes(self.d)
         # The model and its optimizer
         self.params = task.init_params()
@@ -147,18 +154,30 @@ class Server:
 
     # Step 1 -----------------------------------------------------------------
     def model_frame(self, t, checkpoint=False, stop=False, out=None):
-        """The model of round ``t``; ``checkpoint``/``stop`` ask workers for their state and to stop.
+        """The model frame of round ``t`` (once per round: the downlink's state advances); ``checkpoint``/``stop``
+        ask workers for their state and to stop.
 
-        ``out``: a uint8 buffer of the frame's length to write the frame into (none allocated).
+        ``out``: a uint8 buffer at least as long as the frame to write it into (none allocated).
         """
         flags = (wire.FLAG_CHECKPOINT if checkpoint else 0) | (wire.FLAG_STOP if stop else 0)
-        data = self.params.view(np.uint8)
+        self.down_before = (self.downlink.state, self.downlink.private)
+        with self.phases("downlink"):
+            payload, w_hat = self.downlink.encode(self.params, t)
+        # The schemes' model change is the workers' (both sides compute it from what was sent); after a
+        # resume the first one comes from the checkpoint.
+        if self.sent is not None:
+            self.model_delta_sq = sqdist(w_hat, self.sent)
+        self.sent = w_hat
+        data, nbits = payload.data, payload.nbits
         if self.drop_bad:
             flags |= wire.FLAG_DROPS
             bits = np.zeros(self.n_agents, np.uint8)
             bits[sorted(self.last_dropped)] = 1
-            data = np.concatenate([data, np.packbits(bits, bitorder="little")])
-        return wire.pack(wire.Kind.MODEL, t, wire.ALL_AGENTS, data, self.model_bits, flags=flags, out=out)
+            data, nbits = with_bits(payload, bits)
+        self.model_bits = nbits
+        if out is not None:
+            out = out[:wire.frame_bytes(nbits)]
+        return wire.pack(wire.Kind.MODEL, t, wire.ALL_AGENTS, data, nbits, flags=flags, out=out)
 
     # Step 4 -----------------------------------------------------------------
     def receive(self, t, buf, source):
@@ -259,7 +278,8 @@ class Server:
                 g_hat, state = self.scheme.reconstruct(self.mirrors[a], Encoded(frame.payload, frame.nbits), ctx)
             self._require_finite(g_hat, a, t)
         if frame.digest is not None and self._digest(state) != frame.digest:
-            raise MirrorError(f"agent {a}, round {t}: server and agent scheme states differ (digest mismatch)")
+            copy = "" if self.downlink.stateless else f", or rank {self.agent_rank[a]}'s model copy and the server's,"
+            raise MirrorError(f"agent {a}, round {t}: server and agent scheme states{copy} differ (digest mismatch)")
         return g_hat, state
 
     def _require_finite(self, g_hat, a, t):
@@ -271,7 +291,7 @@ class Server:
 
     def _digest(self, state):
         with self.phases("digest"):
-            return bytes.fromhex(digest(state))
+            return link_digest(digest(state), self.downlink.digest())
 
     def _queue(self, a, g_hat):
         """Hold ``g_hat`` (None: no contribution) until every lower agent's turn in the sum has come.
@@ -330,7 +350,6 @@ class Server:
         lr = self.optim.lr(t)
         with self.phases("step"):
             new_params, self.optim_state = self.optim.step(self.optim_state, self.params, self.acc, t)
-            self.model_delta_sq = sqdist(new_params, self.params)
             self.params = new_params
         n_workers = len(self.worker_ranks)
         losses = np.full(self.n_agents, np.nan)
@@ -351,8 +370,9 @@ class Server:
     # Checkpoints --------------------------------------------------------------
     def state(self):
         """The server's part of a checkpoint, as one value (see ``ServerState``)."""
+        down = self.down_before or (self.downlink.state, self.downlink.private)
         return ServerState(self.params, self.optim_state, tuple(self.mirrors), Totals(**self.ledger.totals),
-                           self.model_delta_sq)
+                           self.model_delta_sq, down)
 
     def load_state(self, state):
         """Continue from ``state`` (a ``ServerState`` restored by ``checkpoint.restore``)."""
@@ -361,6 +381,8 @@ class Server:
         self.params, self.optim_state, self.mirrors = state.params, state.optim, list(state.mirrors)
         self.ledger.totals.update(state.ledger._asdict())
         self.model_delta_sq = state.model_delta_sq
+        self.downlink.state, self.downlink.private = state.downlink
+        self.sent = self.down_before = None
 
 
 def agent_loss(weights, losses, absent):

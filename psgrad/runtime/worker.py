@@ -23,10 +23,10 @@ import numpy as np
 
 from .. import wire
 from ..codecs.base import Key
-from ..errors import PsgradError, WireError, located
+from ..errors import DecodeError, PsgradError, WireError, located
 from ..schemes import Context, digest
 from . import checkpoint
-from .accounting import model_bits
+from .downlink import Downlink, link_digest, split_bits
 from .kernels import all_finite, sqdist
 from .phases import Phases
 
@@ -50,7 +50,9 @@ class Worker:
         self.agents = list(agents)
         self.d = task.d
         self.n_agents = cfg.run.workers * cfg.run.agents_per_worker
-        self.model_bits = model_bits(self.d, self.n_agents, cfg.run.bad_message == "drop")
+        self.drops = cfg.run.bad_message == "drop"
+        self.downlink = Downlink(cfg, self.d)  # this worker's copy of the model is what it reconstructs
+        self.max_model_bits = self.downlink.max_bits + (self.n_agents if self.drops else 0)
         # Mirrored and private scheme state of each hosted agent
         self.states = {}
         self.privates = {}
@@ -86,11 +88,18 @@ class Worker:
                 frame = wire.parse(model_buf)
             except WireError as e:  # no agent's fault: the frame is the server's
                 raise located(WireError(f"bad model frame from the server in round {t}: {e}"), None, t) from None
-        if frame.kind != wire.Kind.MODEL or frame.round != t or frame.nbits != self.model_bits:
-            raise WireError(f"expected the round-{t} model of {self.model_bits} bits, got {frame.kind.name} "
-                            f"for round {frame.round} with {frame.nbits} bits")
-        if frame.flags & wire.FLAG_DROPS:
-            bits = np.unpackbits(frame.payload[4 * self.d:], count=self.n_agents, bitorder="little")
+        if frame.kind != wire.Kind.MODEL or frame.round != t or frame.nbits > self.max_model_bits:
+            raise WireError(f"expected the round-{t} model of at most {self.max_model_bits} bits, got "
+                            f"{frame.kind.name} for round {frame.round} with {frame.nbits} bits")
+        if bool(frame.flags & wire.FLAG_DROPS) != self.drops:
+            raise WireError(f"the round-{t} model frame {'lacks' if self.drops else 'has'} the drops flag")
+        data, nbits, bits = split_bits(frame.payload, frame.nbits, self.n_agents if self.drops else 0)
+        with self.phases("downlink"):
+            try:
+                params = self.downlink.decode(data, nbits, t)
+            except DecodeError as e:  # no agent's fault: the payload is the server's
+                raise located(DecodeError(f"bad model payload from the server in round {t}: {e}"), None, t) from None
+        if self.drops:
             for a in self.agents:
                 if bits[a]:
                     if a not in self.before:
@@ -98,7 +107,7 @@ class Worker:
                                         f"but that agent sent none")
                     self.states[a], self.privates[a] = self.before[a]
         self.before.clear()
-        return frame.payload[:4 * self.d].view(np.float32), frame.flags
+        return params, frame.flags
 
     def updates(self, t, params):
         """Yield one frame per hosted agent for round ``t`` at model ``params``."""
@@ -128,7 +137,7 @@ class Worker:
             if self.cfg.run.nonfinite != "skip":
                 raise PsgradError("local gradient or loss is not finite (NaN or Inf); "
                                   "set run.nonfinite=skip to skip such rounds")
-            state_digest = bytes.fromhex(digest(self.states[a])) if with_digest else None
+            state_digest = self._digest(a) if with_digest else None
             return wire.pack(wire.Kind.UPDATE, t, a, np.zeros(0, np.uint8), 0, loss=loss, digest=state_digest,
                              flags=flags | wire.FLAG_SKIPPED)
         ctx = Context(Key(self.cfg.run.seed, a, t), self.d, delta_sq)
@@ -153,7 +162,7 @@ class Worker:
 
     def _digest(self, a):
         with self.phases("digest"):
-            return bytes.fromhex(digest(self.states[a]))
+            return link_digest(digest(self.states[a]), self.downlink.digest())
 
     # Checkpoints --------------------------------------------------------------
     def state(self):
@@ -166,14 +175,17 @@ class Worker:
         scheme metrics gathered since the last checkpoint (they now belong to the checkpoint's journal)."""
         arrays = {}
         meta = {"rank": self.rank, "state": checkpoint.flatten(self.state(), f"worker/{self.rank}", arrays),
-                "mirror_digests": {str(a): digest(self.states[a]) for a in self.agents}, "infos": self.info}
+                "mirror_digests": {str(a): digest(self.states[a]) for a in self.agents},
+                "downlink_digest": self.downlink.digest(), "infos": self.info}
         self.info = []
         return meta, arrays
 
-    def load_state(self, privates, mirrors, model_delta_sq):
+    def load_state(self, privates, mirrors, model_delta_sq, downlink):
         """Continue from a checkpoint: ``privates`` as ``state()`` gave them, every agent's mirrored state
-        (the server's ``mirrors``), and the server's ``model_delta_sq``, which is what this worker would
-        compute from the model of the round before the checkpoint."""
+        (the server's ``mirrors``), the server's ``model_delta_sq``, which is what this worker would
+        compute from the model of the round before the checkpoint, and the downlink's mirrored state before
+        the checkpoint round's model frame (the server's)."""
+        self.downlink.state = downlink
         for a, private in zip(self.agents, privates):
             self.states[a], self.privates[a] = mirrors[a], private
         self.before.clear()

@@ -10,6 +10,8 @@ weights) appears once and every submodule holding it gets the same view.
 Buffers (BatchNorm running statistics, constants) are not part of the flat
 vector: they stay tensors of the module, moved to the same device.
 """
+import warnings
+
 import numpy as np
 import torch
 
@@ -53,7 +55,10 @@ class FlatModule:
         """Copy the flat float32 vector ``flat`` (numpy, length ``d``) into the module's parameters."""
         if flat.shape != (self.d,):
             raise ValueError(f"params must have shape ({self.d},), got {flat.shape}")
-        self.params.copy_(torch.from_numpy(np.asarray(flat, dtype=np.float32)))
+        with warnings.catch_warnings():  # a read-only array (a mirrored model copy) is only read here
+            warnings.simplefilter("ignore", UserWarning)
+            source = torch.from_numpy(np.asarray(flat, dtype=np.float32))
+        self.params.copy_(source)
 
     def zero_grad(self):
         """Zero the flat gradient in place (the ``.grad`` views stay bound to it)."""

@@ -42,7 +42,7 @@ class MpiTransport:
     def start(self, server, workers, start):
         node = server if self.rank == 0 else workers[0]
         self.phases = node.phases
-        self.model = np.empty(wire.frame_bytes(node.model_bits), np.uint8)
+        self.model = np.empty(wire.frame_bytes(node.max_model_bits), np.uint8)  # any model frame fits
         if self.rank and start < self.rounds:
             # Posted ahead: the next model lands in ``model`` as soon as the server sends it.
             self._incoming = self.comm.Irecv(self.model, source=0, tag=TAG_MODEL)
@@ -94,9 +94,10 @@ class MpiTransport:
     # Worker side --------------------------------------------------------------
     def receive_model(self, t):
         # Twice the server's patience: when an agent stalls, the server, which knows who is missing, reports.
+        status = MPI.Status()
         with self.phases("wait"):
-            wait(self._incoming, 2 * self.timeout, f"waiting for the round-{t} model")
-        return self.model
+            wait(self._incoming, 2 * self.timeout, f"waiting for the round-{t} model", status)
+        return self.model[:status.Get_count()]
 
     def send_state(self, data):
         with self.phases("checkpoint"):
@@ -189,9 +190,9 @@ def poll(ready, timeout, what):
         pause = min(2 * pause, 1e-3)
 
 
-def wait(request, timeout, what):
-    """Complete an MPI request within ``timeout`` seconds."""
-    poll(request.Test, timeout, what)
+def wait(request, timeout, what, status=None):
+    """Complete an MPI request within ``timeout`` seconds (``status``: filled in for a receive)."""
+    poll(lambda: request.Test(status), timeout, what)
 
 
 def wait_all(requests, timeout, what):

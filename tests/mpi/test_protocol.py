@@ -35,6 +35,8 @@ def mpi_and_local(comm, tmp_path, *overrides):
     ("run.rounds=6", "task.name=mlp", "task.dataset=digits", "task.batch_size=16", "optim.momentum=0.9"),
     ("run.rounds=6", "task.name=mlp", "task.dataset=digits", "scheme.name=tpc", "scheme.codec=qsgd",
      "scheme.granularity=tensor", "scheme.min_size=20", "scheme.warmup_rounds=2", "run.digest_every=1"),
+    ("run.rounds=6", "task.name=linreg", "scheme.name=ef21", "scheme.codec=topk", "downlink.scheme=ef21p",
+     "downlink.codec=topk", "downlink.codec_params={ratio: 0.2}", "run.bad_message=drop", "run.digest_every=1"),
 ])
 def test_mpi_run_equals_local_run_bit_for_bit(mpi_comm, tmp_path, overrides):
     out = mpi_and_local(mpi_comm, tmp_path, *overrides)

@@ -57,7 +57,7 @@ def test_a_whole_float_is_accepted_where_an_int_is_expected():
 
 @pytest.mark.parametrize("override,message", [
     ("run.nope=1", r"run: unknown key nope; valid: name, seed, rounds"),
-    ("nope.x=1", r"config: unknown key nope; valid: task, scheme, optim, run"),
+    ("nope.x=1", r"config: unknown key nope; valid: task, scheme, downlink, optim, run"),
     ("run.rounds=abc", r"run.rounds: expected int, got 'abc'"),
     ("run.rounds=2.5", r"run.rounds: expected int"),
     ("run.rounds=true", r"run.rounds: expected int"),
