@@ -245,6 +245,11 @@ def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
     assert comparison.out.parent == Path("results/compare") and comparison.out.name == path.stem
     assert all(p.cfg.run.eval_every == 1 for p in comparison.points)
     labels = {c.label for c in comparison.contenders}
+    if comparison.target.count == "total":  # a both-directions comparison: one uplink, fp32 vs EF21-P downlinks
+        assert "fp32-downlink" in labels and all(p.cfg.downlink.scheme == "direct" for p in comparison.points
+                                                 if p.label == "fp32-downlink")
+        assert {c.label for c in comparison.contenders if c.proposed} == labels - {"fp32-downlink"}
+        return
     assert {"fp32", "qsgd", "natural_dither", "topk-ef21", "randk", "rotated_sign-ef21", "lag", "clag-topk",
             "sparse_dither", "spherical", "tpc-fp32"} <= labels
     assert {c.label for c in comparison.contenders if c.proposed} == {
