@@ -159,12 +159,8 @@ def _config(config, overrides):
 
 
 def _fit_agents(cfg, task):
-    """Spread a given task's agents evenly over the workers (``run.agents_per_worker``)."""
-    per, rest = divmod(task.n_agents, cfg.run.workers)
-    if rest or not per:
-        raise ConfigError(f"the task has {task.n_agents} agents, which {cfg.run.workers} workers cannot host "
-                          f"evenly (choose a number of workers that divides it)")
-    cfg.task.name, cfg.run.agents_per_worker = task.name, per
+    """A given task's agents are the run's clients, spread over the workers."""
+    cfg.task.name, cfg.run.clients, cfg.run.agents_per_worker = task.name, task.n_agents, 1
 
 
 def _name_codec(cfg, codec):

@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses, YAML files and ``--set a.b=value`` overrides.
 
-A config has five sections (task, scheme, downlink, optim, run); every field has a
+A config has six sections (task, scheme, downlink, optim, run, clock); every field has a
 default, so an empty file (or none) is the built-in default job. Unknown keys
 list the valid ones; wrong types and out-of-range values say what was
 expected. ``psgrad.train`` turns a ``ConfigError`` into one line and status 2.
@@ -35,6 +35,10 @@ class TaskConfig:
     noise: float = 0.1              # linreg: label noise
     l2: float = 0.0                 # L2 regularisation in the training loss
     device: str = "cpu"             # cpu | cuda | auto (cuda if torch finds a GPU, else cpu): model and data
+    local_steps: int = 0            # federated rounds: local SGD steps per round (0: a gradient round)
+    local_epochs: float = 0.0       # ... or passes over the local data (steps = ceil(epochs * size / batch))
+    local_lr: float = 1.0           # the local steps' learning rate
+    local_momentum: float = 0.0     # the local steps' heavy-ball momentum
     params: dict = field(default_factory=dict)  # a plugin task's own parameters (built-ins take none)
 
 
@@ -63,14 +67,18 @@ class DownlinkConfig:
 
 @dataclass
 class OptimConfig:
-    """The server's optimizer: SGD with momentum and a learning-rate schedule."""
+    """The server's optimizer and its learning-rate schedule (psgrad/runtime/optim.py)."""
 
+    name: str = "sgd"           # sgd | fedavgm | fedadam | fedyogi | fedadagrad (Reddi et al., 2021)
     lr: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | cosine | step
     step_every: int = 100       # schedule=step: rounds between decays
     step_gamma: float = 0.5     # schedule=step: decay factor
+    beta1: float = 0.9          # fedadam, fedyogi, fedadagrad: first-moment decay
+    beta2: float = 0.99         # fedadam, fedyogi: second-moment decay
+    tau: float = 1e-3           # fedadam, fedyogi, fedadagrad: adaptivity (added to the root of the second moment)
 
 
 @dataclass
@@ -82,6 +90,14 @@ class RunConfig:
     rounds: int = 200
     workers: int = 0             # 0: MPI world size - 1, or 8 with the local transport
     agents_per_worker: int = 1
+    clients: int = 0             # agents in all, spread over the worker ranks (0: workers x agents_per_worker)
+    clients_per_round: int = 0   # the cohort sampled each round (0: every agent, every round)
+    sampling: str = "uniform"    # uniform | size (probability proportional to local data size)
+    dropout: float = 0.0         # probability that a sampled client fails to report
+    deadline: float = 0.0        # simulated seconds after which a client's report is dropped (0: none; needs a clock)
+    absent: str = "skip"         # skip | stale: absent clients leave the aggregate, or enter it with their
+                                 # server-side estimate (schemes that keep one: ef21, lag, diana)
+    mirror_memory: float = 0.0   # MiB of agent states held in memory on each rank; the rest on disk (0: all)
     aggregate: str = "weighted"  # mean | weighted (by local data size)
     eval_every: int = 10
     log_every: int = 20
@@ -96,12 +112,28 @@ class RunConfig:
 
 
 @dataclass
+class ClockConfig:
+    """A simulated clock: per-client bandwidths and compute speed (FedScale's round-time model)."""
+
+    uplink_mbps: float = 0.0    # median uplink bandwidth, Mbit/s (0 and no trace: no clock)
+    downlink_mbps: float = 0.0  # median downlink bandwidth, Mbit/s (0: as the uplink)
+    samples_per_s: float = 0.0  # median compute speed, training samples per second (0: compute takes no time)
+    spread: float = 0.0         # sigma of each client's log-normal factor on the three medians (0: all alike)
+    trace: str = ""             # CSV with a row per client: client,uplink_mbps,downlink_mbps,samples_per_s
+
+    @property
+    def enabled(self):
+        return bool(self.trace) or self.uplink_mbps > 0
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     scheme: SchemeConfig = field(default_factory=SchemeConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
 
 SECTIONS = {f.name: f.type for f in fields(Config)}
@@ -113,15 +145,22 @@ _CHOICES = {
     ("run", "aggregate"): ("mean", "weighted"),
     ("run", "bad_message"): ("stop", "drop"),
     ("run", "nonfinite"): ("stop", "skip"),
+    ("run", "sampling"): ("uniform", "size"),
+    ("run", "absent"): ("skip", "stale"),
+    ("optim", "name"): ("sgd", "fedavgm", "fedadam", "fedyogi", "fedadagrad"),
 }
 _POSITIVE = {("run", "rounds"), ("run", "agents_per_worker"), ("run", "eval_every"), ("run", "log_every"),
-             ("run", "digest_every"), ("run", "timeout"), ("optim", "lr"), ("optim", "step_every"),
+             ("run", "digest_every"), ("run", "timeout"), ("optim", "lr"), ("optim", "step_every"), ("task", "local_lr"), ("optim", "tau"),
              ("task", "alpha"), ("task", "classes_per_agent"), ("task", "hidden"), ("task", "dim"),
              ("task", "samples_per_agent")}
 _NON_NEGATIVE = {("run", "workers"), ("task", "batch_size"), ("task", "noise"), ("task", "heterogeneity"),
                  ("task", "l2"), ("optim", "weight_decay"), ("run", "seed"),
-                 ("run", "checkpoint_every"), ("scheme", "min_size"), ("scheme", "warmup_rounds")}
-_UNIT = {("optim", "momentum"), ("task", "test_fraction"), ("optim", "step_gamma")}
+                 ("run", "checkpoint_every"), ("scheme", "min_size"), ("scheme", "warmup_rounds"),
+                 ("task", "local_steps"), ("task", "local_epochs"), ("run", "clients"), ("run", "clients_per_round"),
+                 ("run", "deadline"), ("run", "mirror_memory"), ("clock", "uplink_mbps"), ("clock", "downlink_mbps"),
+                 ("clock", "samples_per_s"), ("clock", "spread")}
+_UNIT = {("optim", "momentum"), ("task", "test_fraction"), ("optim", "step_gamma"), ("task", "local_momentum"),
+         ("run", "dropout"), ("optim", "beta1"), ("optim", "beta2")}
 
 
 def from_dict(data):
@@ -264,5 +303,14 @@ def _validate(cfg):
         v = getattr(getattr(cfg, section), key)
         if not 0 <= v < 1:
             raise ConfigError(f"{section}.{key}: expected a value in [0, 1), got {v!r}")
+    if cfg.task.local_steps and cfg.task.local_epochs:
+        raise ConfigError(f"task.local_steps={cfg.task.local_steps} and task.local_epochs={cfg.task.local_epochs}: "
+                          f"set one of them")
+    if cfg.run.deadline and not cfg.clock.enabled:
+        raise ConfigError(f"run.deadline={cfg.run.deadline:g} needs a simulated clock: set clock.uplink_mbps "
+                          f"or clock.trace")
+    if cfg.run.clients and cfg.run.clients_per_round > cfg.run.clients:
+        raise ConfigError(f"run.clients_per_round={cfg.run.clients_per_round} is more than the "
+                          f"run.clients={cfg.run.clients} agents")
     if not cfg.run.name or "/" in cfg.run.name or cfg.run.name.startswith("."):
         raise ConfigError(f"run.name: expected a plain folder name, got {cfg.run.name!r}")

@@ -54,7 +54,7 @@ from numba import njit
 
 from .errors import WireError
 
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 MAGIC = b"PG"
 HEADER = struct.Struct("<2sBBB3xIIQf4xQ")
 HEADER_BYTES = HEADER.size
@@ -67,6 +67,7 @@ FLAG_STOP = 4
 FLAG_SKIPPED = 8
 FLAG_STOP_REQUEST = 16
 FLAG_DROPS = 32
+FLAG_LATE = 64  # the agent's report missed the round's deadline on the simulated clock: no payload
 _RESERVED = ((5, 8), (28, 32))  # [lo, hi) of the header's zero bytes (the ``x`` pads of HEADER)
 CHECK_OFFSET = 32  # the check is the header's last field: the bytes before it and after it are checked
 MAX_PAYLOAD_BITS = 8 * (2**40)  # 1 TiB: anything larger is a corrupt header
@@ -80,7 +81,7 @@ class Kind(enum.IntEnum):
 # The flag bits each kind of message may carry
 FLAGS = {
     Kind.MODEL: FLAG_CHECKPOINT | FLAG_STOP | FLAG_DROPS,
-    Kind.UPDATE: FLAG_DIGEST | FLAG_SKIPPED | FLAG_STOP_REQUEST,
+    Kind.UPDATE: FLAG_DIGEST | FLAG_SKIPPED | FLAG_STOP_REQUEST | FLAG_LATE,
 }
 
 
@@ -343,8 +344,9 @@ def parse(buf, verify=True):
     payload = buf[HEADER_BYTES:HEADER_BYTES + nbytes]
     if nbits % 8 and payload[-1] >> (nbits % 8):
         raise WireError(f"nonzero padding bits {where}")
-    if flags & FLAG_SKIPPED and nbits:
-        raise WireError(f"a SKIPPED message carries {nbits} payload bits {where}")
+    if flags & (FLAG_SKIPPED | FLAG_LATE) and nbits:
+        raise WireError(f"a {'SKIPPED' if flags & FLAG_SKIPPED else 'LATE'} message carries {nbits} payload bits "
+                        f"{where}")
     digest = buf[HEADER_BYTES + nbytes:].tobytes() if has_digest else None
     frame = Frame(Kind(kind), round_, agent, nbits, loss, payload, digest, flags, check)
     if verify:

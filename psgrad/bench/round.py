@@ -111,7 +111,7 @@ def replay(server, task, sc, t, reps=3):
         private = sc.init(task.d)[1]
         enc = sc.encode(server.mirrors[a], private, g, Context(server.key(a, t), task.d, server.model_delta_sq))
         frames.append(wire.pack(wire.Kind.UPDATE, t, a, enc.data, enc.nbits))
-    mirrors = list(server.mirrors)
+    mirrors = server.mirrors.values(range(server.n_agents))
     memories = [getattr(m, "memory", ()) for m in mirrors]
     out = {k: [] for k in ("check", "decode", "aggregate", "check pass alone", "prediction alone")}
     for _ in range(reps):
@@ -125,13 +125,15 @@ def replay(server, task, sc, t, reps=3):
                 kernels.predict(mem, np.ones(len(mem), np.float32))
         out["prediction alone"].append(time.perf_counter() - t0)
         before = dict(server.phases.current)
+        server.begin_round(t)
         for a, frame in enumerate(frames):
             buf = server.inbox.take(len(frame))  # as the MPI transport receives it
             buf[:] = frame
             server.receive(t, buf, server.agent_rank[a])
         for k in ("check", "decode", "aggregate"):
             out[k].append(server.phases.current.get(k, 0.0) - before.get(k, 0.0))
-        server.mirrors, server.next_agent, server.pending, server.messages = list(mirrors), 0, {}, []
+        server.mirrors.replace(dict(enumerate(mirrors)))
+        server.pending, server.messages, server.heard = {}, [], set()
         server.acc[:] = 0
     return {k: median_ms(v) for k, v in out.items()}
 

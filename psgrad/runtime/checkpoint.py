@@ -230,7 +230,7 @@ def load(folder, cfg, scheme, task):
         k = meta["round"]
         if not (isinstance(k, int) and 0 <= k < cfg.run.rounds):
             raise ConfigError(f"round {k!r} is not in [0, {cfg.run.rounds})")
-        layout = agent_layout(cfg.run.workers, cfg.run.agents_per_worker)
+        layout = agent_layout(cfg.run.workers, cfg.run.clients)
         workers = [Worker(cfg, task, scheme, r, hosted(layout, r)) for r in range(1, cfg.run.workers + 1)]
         restore_run(meta, arrays, Server(cfg, task, scheme, layout), workers)
         rec = meta["recorder"]

@@ -23,7 +23,8 @@ DEFAULT_LOCAL_WORKERS = 8
 
 
 def resolve_workers(cfg, world_size):
-    """Fix ``run.workers`` for this launch: the MPI world's worker ranks, or 8 in one process."""
+    """Fix ``run.workers`` for this launch (the MPI world's worker ranks, or 8 in one process) and with it
+    ``run.clients`` when it is 0."""
     if world_size > 1:
         if cfg.run.workers not in (0, world_size - 1):
             raise ConfigError(f"run.workers={cfg.run.workers} but the MPI world has {world_size - 1} worker ranks "
@@ -31,6 +32,8 @@ def resolve_workers(cfg, world_size):
         cfg.run.workers = world_size - 1
     elif cfg.run.workers == 0:
         cfg.run.workers = DEFAULT_LOCAL_WORKERS
+    if cfg.run.clients == 0:
+        cfg.run.clients = cfg.run.workers * cfg.run.agents_per_worker
     return cfg
 
 
@@ -42,7 +45,7 @@ def build(cfg):
 
 def build_task(cfg):
     """The task of a run (``run.workers`` resolved)."""
-    return make_task(cfg.task, cfg.run.workers * cfg.run.agents_per_worker, cfg.run.seed)
+    return make_task(cfg.task, cfg.run.clients, cfg.run.seed)
 
 
 def build_scheme(cfg, task, codec=None):
@@ -87,7 +90,7 @@ def run(cfg, task, sc, transport, log=print, timings=None, resume=None, stop=NoS
     ``stop.requested`` turning true makes the run checkpoint at the next round boundary and raise ``Stopped``.
     """
     t_setup = time.perf_counter()
-    layout = agent_layout(cfg.run.workers, cfg.run.agents_per_worker)
+    layout = agent_layout(cfg.run.workers, cfg.run.clients)
     server = Server(cfg, task, sc, layout, log=log) if transport.rank == 0 else None
     workers = [Worker(cfg, task, sc, r, hosted(layout, r)) for r in transport.hosted_ranks]
     start = checkpoint.restore_run(*resume, server, workers) if resume else 0

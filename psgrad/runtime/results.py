@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import time
 
 import numpy as np
@@ -34,8 +35,9 @@ class Recorder:
         self.dir = Path(cfg.run.results_dir) / cfg.run.name
         self.dir.mkdir(parents=True, exist_ok=True)
         config_mod.dump(cfg, self.dir / "config.yaml")
-        self.columns = ("round", "lr", "agent_loss", "skipped", "dropped", *ROUND_FIELDS, *CUMULATIVE_FIELDS,
-                        *task.metric_names, "time_s")
+        self.columns = ("round", "lr", "agent_loss", "sampled", "dropouts", "skipped", "dropped", *ROUND_FIELDS,
+                        *CUMULATIVE_FIELDS, *(("sim_time",) if cfg.clock.enabled else ()), *task.metric_names,
+                        "time_s")
         self.messages = []
         self.infos = []
         self.last = {}
@@ -91,14 +93,15 @@ class Recorder:
             f.write(json.dumps(r) + "\n")
         f.flush()
 
-    def fp32_bits(self, rounds):
-        """Uplink bits the same rounds would cost uncompressed (32 bits per coordinate per agent)."""
-        return 32 * self.task.d * self.n_agents * rounds
+    def fp32_bits(self):
+        """Uplink bits the messages so far would cost uncompressed (32 bits per coordinate per message)."""
+        return 32 * self.task.d * len(self.messages)
 
     def start(self, params):
         """Row 0: the initial model, before any bit was sent."""
         self.params = params
-        row = {"round": 0, "skipped": 0, "dropped": 0, **dict.fromkeys(ROUND_FIELDS + CUMULATIVE_FIELDS, 0),
+        row = {"round": 0, "sampled": 0, "dropouts": 0, "skipped": 0, "dropped": 0,
+               **dict.fromkeys(ROUND_FIELDS + CUMULATIVE_FIELDS, 0), **({"sim_time": 0.0} if self.cfg.clock.enabled else {}),
                **self._evaluate(params),
                "time_s": 0.0}
         self._write(row)
@@ -145,12 +148,13 @@ class Recorder:
             "downlink_wire_bytes": self.last["cum_down_wire_bytes"],
             "total_payload_bits": self.last["cum_total_bits"],
             "downlink": f"{self.cfg.downlink.scheme}/{self.cfg.downlink.codec}",
-            "fp32_uplink_bits": self.fp32_bits(rounds),
-            "compression_vs_fp32": self.fp32_bits(rounds) / up if up else math.inf,
-            "bits_per_coordinate": up / (self.task.d * self.n_agents * rounds),
+            "fp32_uplink_bits": self.fp32_bits(),
+            "compression_vs_fp32": self.fp32_bits() / up if up else math.inf,
+            "bits_per_coordinate": up / max(self.fp32_bits() / 32, 1),
             **infos_summary(infos),
             **tensor_bits(infos),
             "timings_s": timings,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # this process (rank 0)
         }
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         np.save(self.dir / "model.npy", self.params)
@@ -181,7 +185,7 @@ class Recorder:
         eta = (total - t) / rate if rate > 0 else math.nan
         metrics = " ".join(f"{_SHORT.get(k, k)} {self.evals[k]:.4g}" for k in self.task.metric_names
                            if k in self.evals and not k.startswith("train_"))
-        ratio = self.fp32_bits(t) / max(row["cum_up_payload_bits"], 1)
+        ratio = self.fp32_bits() / max(row["cum_up_payload_bits"], 1)
         return (f"[{t:>{len(str(total))}}/{total}] {units.duration(elapsed)} {rate:.3g} r/s "
                 f"eta {units.duration(eta)} | loss {row['agent_loss']:.4g} {metrics} | "
                 f"up {units.bits(row['cum_up_payload_bits'])} x{ratio:.1f}")

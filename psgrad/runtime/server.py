@@ -46,8 +46,10 @@ from ..errors import ConfigError, DecodeError, MirrorError, PsgradError, WireErr
 from ..schemes import Context, digest
 from .accounting import Ledger, Totals, max_update_bytes, message_record
 from .downlink import Downlink, link_digest, with_bits
+from .federated import Clock, Participation
+from .store import StateStore
 from .kernels import all_finite, axpy, sqdist
-from .optim import Sgd
+from . import optim
 from .phases import Phases
 
 
@@ -60,6 +62,7 @@ class ServerState(NamedTuple):
     ledger: tuple         # ``Totals``: the cumulative bit counters
     model_delta_sq: float  # ||w_hat_t - w_hat_{t-1}||^2 of the workers' last two models (schemes' Context)
     downlink: tuple       # (mirrored, private) state of the downlink scheme before the round's model frame
+    sim_time: float       # simulated seconds of the rounds so far (the clock; 0 without one)
 
 
 class Raw(NamedTuple):
@@ -127,20 +130,38 @@ class Server:
         self.max_frame_bytes = max_update_bytes(self.d)
         # The model and its optimizer
         self.params = task.init_params()
-        self.optim = Sgd(cfg.optim, cfg.run.rounds)
+        self.optim = optim.make(cfg.optim, cfg.run.rounds)
         self.optim_state = self.optim.init(self.d)
         # Mirrored scheme state, one per agent
-        self.mirrors = [scheme.init(self.d)[0] for _ in range(self.n_agents)]
-        sizes = np.asarray(task.agent_sizes, np.float64)
-        self.weights = sizes / sizes.sum() if cfg.run.aggregate == "weighted" else np.full(self.n_agents,
-                                                                                           1.0 / self.n_agents)
+        self.mirrors = StateStore(scheme.init(self.d)[0], cfg.run.mirror_memory * 2**20)
+        # Who takes part in each round, and how long it takes on the simulated clock
+        self.participation = Participation(cfg, task.agent_sizes)
+        if self.participation.k < self.n_agents and not self.downlink.stateless:
+            raise ConfigError(f"downlink.scheme={cfg.downlink.scheme} keeps one model copy in step with the server "
+                              f"every round; with run.clients_per_round a client would miss its updates: use "
+                              f"downlink.scheme=direct")
+        self.stale = cfg.run.absent == "stale"
+        if self.stale and scheme.estimate(scheme.init(self.d)[0]) is None:
+            raise ConfigError(f"run.absent=stale needs a scheme that keeps a server-side estimate of each client "
+                              f"(ef21, lag, diana); {scheme.name!r} keeps none")
+        self.clock = Clock(cfg, task.agent_sizes)
+        self.sim_time = 0.0
+        self.sizes = np.asarray(task.agent_sizes, np.float64)
+        self.weighted = cfg.run.aggregate == "weighted"
+        self.weights = self.round_weights(np.arange(self.n_agents))
         # Per-round scratch: contributions (None: nothing; Raw: a payload still in its frame) waiting for their
         # turn in the agent-ordered sum
         self.acc = np.zeros(self.d, np.float32)
         self.raw = scheme.g_hat_is_payload  # fp32 payloads are added as they lie in the frame, nothing decoded
         self.inbox = Inbox(self.max_frame_bytes)
         self.pending = {}
-        self.next_agent = 0
+        self.plan = None          # the round's cohort and who of it reports (federated.Plan)
+        self.expected = set()     # agents whose message the round waits for
+        self.order = []           # agents whose contributions enter the sum, in agent order ...
+        self.next = 0             # ... and how many of them are in it
+        self.heard = set()        # agents whose message of the round was accepted
+        self.late = set()         # ... of them, those that reported after the deadline
+        self.round_seconds = 0.0  # the slowest report of the round on the simulated clock
         self.messages = []
         self.skipped = set()
         self.dropped = set()       # agents whose message of the round was dropped
@@ -160,6 +181,8 @@ class Server:
         ``out``: a uint8 buffer at least as long as the frame to write it into (none allocated).
         """
         flags = (wire.FLAG_CHECKPOINT if checkpoint else 0) | (wire.FLAG_STOP if stop else 0)
+        if not stop:
+            self.begin_round(t)
         self.down_before = (self.downlink.state, self.downlink.private)
         with self.phases("downlink"):
             payload, w_hat = self.downlink.encode(self.params, t)
@@ -178,6 +201,29 @@ class Server:
         if out is not None:
             out = out[:wire.frame_bytes(nbits)]
         return wire.pack(wire.Kind.MODEL, t, wire.ALL_AGENTS, data, nbits, flags=flags, out=out)
+
+    def round_weights(self, agents):
+        """Each agent's weight in an aggregate over ``agents``: by data size, or equal; zero for the others."""
+        w = np.zeros(self.n_agents)
+        if len(agents):
+            w[agents] = self.sizes[agents] / self.sizes[agents].sum() if self.weighted else 1.0 / len(agents)
+        return w
+
+    def begin_round(self, t):
+        """Round ``t``'s participants: who is waited for and who enters the sum (absent clients' estimates too,
+        under ``run.absent: stale``, queued now)."""
+        self.plan = self.participation.plan(t)
+        self.expected = set(self.plan.reporting.tolist())
+        if self.stale:
+            self.order = list(range(self.n_agents))
+        else:
+            self.order = self.plan.reporting.tolist()
+            if not self.participation.full:
+                self.weights = self.round_weights(self.plan.reporting)
+        self.next = 0
+        for a in self.order:
+            if a not in self.expected:
+                self._queue(a, self.scheme.estimate(self.mirrors[a]))
 
     # Step 4 -----------------------------------------------------------------
     def receive(self, t, buf, source):
@@ -220,7 +266,10 @@ class Server:
                             f"(round {frame.round})")
         if frame.round != t:
             raise WireError(f"message for round {frame.round} arrived in round {t} (agent {a})")
-        if a < self.next_agent or a in self.pending:
+        if a not in self.expected:
+            raise WireError(f"message from agent {a}, which does not report in round {t} (not sampled, or dropped "
+                            f"out)")
+        if a in self.heard:
             raise WireError(f"second message from agent {a} in round {t}")
         return self._accept(t, buf, frame, Raw(buf, frame, self.drop_bad) if raw else None)
 
@@ -257,13 +306,18 @@ class Server:
             raise located(e, a, t)
         if frame.flags & wire.FLAG_STOP_REQUEST:
             self.stop_requested = True
+        self.heard.add(a)
+        if frame.flags & wire.FLAG_LATE:  # not a message: the client's report missed the deadline
+            self.late.add(a)
+            return self._queue(a, self.scheme.estimate(self.mirrors[a]) if self.stale else None)
         self.mirrors[a] = state
         self.messages.append(message_record(t, frame, len(buf), "skipped" if g_hat is None else "ok"))
+        self.round_seconds = max(self.round_seconds, self.clock.seconds(a, self.model_bits, frame.nbits))
         return self._queue(a, g_hat)
 
     def _reconstruct(self, a, t, frame, raw):
         """``(g_hat, new_mirror)``; ``g_hat`` None for a skipped round. The mirror is not touched here."""
-        if frame.flags & wire.FLAG_SKIPPED:
+        if frame.flags & (wire.FLAG_SKIPPED | wire.FLAG_LATE):
             g_hat, state = None, self.mirrors[a]
             self.skipped.add(a)
         elif raw is not None:
@@ -299,9 +353,10 @@ class Server:
         True when a Raw ``g_hat`` is held back in its own buffer (one not from the inbox is copied into one).
         """
         self.pending[a] = g_hat
-        while self.next_agent in self.pending:
-            self._add(self.next_agent, self.pending.pop(self.next_agent))
-            self.next_agent += 1
+        while self.next < len(self.order) and self.order[self.next] in self.pending:
+            b = self.order[self.next]
+            self._add(b, self.pending.pop(b))
+            self.next += 1
         if a not in self.pending or not isinstance(g_hat, Raw):
             return False
         if not self.inbox.owns(g_hat.buf):
@@ -335,18 +390,23 @@ class Server:
 
     def missing(self):
         """Agents whose message of the current round has not arrived yet."""
-        return [a for a in range(self.next_agent, self.n_agents) if a not in self.pending]
+        return [a for a in self.order[self.next:] if a not in self.pending]
 
     # Step 5 -----------------------------------------------------------------
     def finish_round(self, t):
         """Aggregate, step the optimizer, close the round's accounting; return its metrics row."""
-        if self.next_agent != self.n_agents:
+        if self.next != len(self.order):
             if not self.drop_bad:
                 self._verify_held()
                 raise WireError(f"round {t} closed without messages from agents {self.missing()}")
             for a in self.missing():  # their messages were dropped: the mirrors stay as they were
                 self.dropped.add(a)
                 self._queue(a, None)
+        if self.late and not self.stale:  # the weights were the expected reporters': renormalise to those who did
+            on_time = sum(self.weights[a] for a in self.expected - self.late)
+            if on_time:
+                with self.phases("aggregate"):
+                    self.acc *= np.float32(1.0 / on_time)
         lr = self.optim.lr(t)
         with self.phases("step"):
             new_params, self.optim_state = self.optim.step(self.optim_state, self.params, self.acc, t)
@@ -355,14 +415,20 @@ class Server:
         losses = np.full(self.n_agents, np.nan)
         for m in self.messages:
             losses[m["agent"]] = m["loss"]
-        row = {"round": t + 1, "lr": lr, "agent_loss": agent_loss(self.weights, losses, self.skipped | self.dropped)}
-        row.update(self.ledger.close_round(self.messages, self.model_bits * self.n_agents,
+        absent = self.skipped | self.dropped | self.late | (set(range(self.n_agents)) - self.expected)
+        row = {"round": t + 1, "lr": lr, "agent_loss": agent_loss(self.weights, losses, absent)}
+        row.update(self.ledger.close_round(self.messages, self.model_bits * len(self.plan.cohort),
                                            wire.frame_bytes(self.model_bits) * n_workers))
-        row.update(skipped=len(self.skipped), dropped=self.dropped_messages)
+        row.update(skipped=len(self.skipped), dropped=self.dropped_messages, sampled=len(self.plan.cohort),
+                   dropouts=len(self.plan.cohort) - len(self.expected) + len(self.late))
+        if self.clock.enabled:
+            self.sim_time += self.clock.deadline if self.late else self.round_seconds
+            row["sim_time"] = self.sim_time
         messages, self.messages = self.messages, []
         with self.phases("aggregate"):
             self.acc[:] = 0
-        self.next_agent = 0
+        self.next = 0
+        self.heard, self.late, self.round_seconds = set(), set(), 0.0
         self.dropped_messages = 0
         self.last_dropped, self.dropped, self.skipped = self.dropped, set(), set()
         return row, messages
@@ -371,17 +437,20 @@ class Server:
     def state(self):
         """The server's part of a checkpoint, as one value (see ``ServerState``)."""
         down = self.down_before or (self.downlink.state, self.downlink.private)
-        return ServerState(self.params, self.optim_state, tuple(self.mirrors), Totals(**self.ledger.totals),
-                           self.model_delta_sq, down)
+        return ServerState(self.params, self.optim_state, self.mirrors.values(range(self.n_agents)),
+                           Totals(**self.ledger.totals),
+                           self.model_delta_sq, down, self.sim_time)
 
     def load_state(self, state):
         """Continue from ``state`` (a ``ServerState`` restored by ``checkpoint.restore``)."""
         if len(state.mirrors) != self.n_agents:
             raise ConfigError(f"checkpoint has {len(state.mirrors)} agents, this run {self.n_agents}")
-        self.params, self.optim_state, self.mirrors = state.params, state.optim, list(state.mirrors)
+        self.params, self.optim_state = state.params, state.optim
+        self.mirrors.replace(dict(enumerate(state.mirrors)))
         self.ledger.totals.update(state.ledger._asdict())
         self.model_delta_sq = state.model_delta_sq
         self.downlink.state, self.downlink.private = state.downlink
+        self.sim_time = float(state.sim_time)
         self.sent = self.down_before = None
 
 

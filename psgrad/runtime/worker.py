@@ -27,13 +27,16 @@ from ..errors import DecodeError, PsgradError, WireError, located
 from ..schemes import Context, digest
 from . import checkpoint
 from .downlink import Downlink, link_digest, split_bits
+from .federated import Clock, Participation, local_steps, local_update
 from .kernels import all_finite, sqdist
 from .phases import Phases
+from .store import StateStore
 
 
-def agent_layout(n_workers, agents_per_worker):
-    """``agent_rank[a]``: the worker rank (1-based) hosting agent ``a``; agents are numbered rank by rank."""
-    return [1 + a // agents_per_worker for a in range(n_workers * agents_per_worker)]
+def agent_layout(n_workers, n_agents):
+    """``agent_rank[a]``: the worker rank (1-based) hosting agent ``a``; agents are numbered rank by rank, in
+    blocks whose sizes differ by at most one."""
+    return [1 + a * n_workers // n_agents for a in range(n_agents)]
 
 
 def hosted(layout, rank):
@@ -49,15 +52,19 @@ class Worker:
         self.rank = rank
         self.agents = list(agents)
         self.d = task.d
-        self.n_agents = cfg.run.workers * cfg.run.agents_per_worker
+        self.n_agents = cfg.run.clients
         self.drops = cfg.run.bad_message == "drop"
         self.downlink = Downlink(cfg, self.d)  # this worker's copy of the model is what it reconstructs
+        # Who reports in a round and when a report is too late: computed here as on the server
+        self.participation = Participation(cfg, task.agent_sizes)
+        self.clock = Clock(cfg, task.agent_sizes)
+        self.steps = {a: local_steps(cfg.task, int(task.agent_sizes[a])) for a in self.agents}
+        self.model_bits = 0
         self.max_model_bits = self.downlink.max_bits + (self.n_agents if self.drops else 0)
-        # Mirrored and private scheme state of each hosted agent
-        self.states = {}
-        self.privates = {}
-        for a in self.agents:
-            self.states[a], self.privates[a] = scheme.init(self.d)
+        # Mirrored and private scheme state of each hosted agent, half the memory budget each
+        state, private = scheme.init(self.d)
+        self.states = StateStore(state, cfg.run.mirror_memory * 2**19)
+        self.privates = StateStore(private, cfg.run.mirror_memory * 2**19)
         # Under bad_message=drop: each agent's (state, private) from before its last message
         self.before = {}
         self.frames = {}  # each agent's frame buffer, reused while the frame length stays the same
@@ -93,6 +100,7 @@ class Worker:
                             f"{frame.kind.name} for round {frame.round} with {frame.nbits} bits")
         if bool(frame.flags & wire.FLAG_DROPS) != self.drops:
             raise WireError(f"the round-{t} model frame {'lacks' if self.drops else 'has'} the drops flag")
+        self.model_bits = frame.nbits
         data, nbits, bits = split_bits(frame.payload, frame.nbits, self.n_agents if self.drops else 0)
         with self.phases("downlink"):
             try:
@@ -110,7 +118,7 @@ class Worker:
         return params, frame.flags
 
     def updates(self, t, params):
-        """Yield one frame per hosted agent for round ``t`` at model ``params``."""
+        """Yield one frame per hosted agent that reports in round ``t``, at model ``params``."""
         with self.phases("model"):
             delta_sq = self.first_delta_sq if self.prev_params is None else sqdist(params, self.prev_params)
             # Kept in one buffer: the model frame it is copied from is overwritten next round.
@@ -119,7 +127,9 @@ class Worker:
             else:
                 self.prev_params[:] = params
         with_digest = t % self.cfg.run.digest_every == 0 or t == self.cfg.run.rounds - 1
-        for a in self.agents:
+        reporting = self.agents if self.participation.full else \
+            np.intersect1d(self.participation.plan(t).reporting, self.agents).tolist()
+        for a in reporting:
             try:
                 frame = self._agent_round(a, t, params, delta_sq, with_digest)
             except Exception as e:
@@ -127,12 +137,17 @@ class Worker:
             yield frame
 
     def _agent_round(self, a, t, params, delta_sq, with_digest):
-        # A stateless scheme keeps nothing of g past this round: g may stay in the task's reused host buffer.
-        out = self.task.grad_buffer if self.scheme.stateless else None
-        loss, g = self.task.local_grad(a, params, t, out=out, phases=self.phases)
+        if self.steps[a]:  # a federated round: local training, and its update goes up
+            c = self.cfg.task
+            loss, g = local_update(self.task, a, params, t, self.steps[a], c.local_lr, c.local_momentum, self.phases)
+        else:
+            # A stateless scheme keeps nothing of g past this round: g may stay in the task's reused host buffer.
+            out = self.task.grad_buffer if self.scheme.stateless else None
+            loss, g = self.task.local_grad(a, params, t, out=out, phases=self.phases)
         flags = wire.FLAG_STOP_REQUEST if self.stop_requested else 0
-        if self.cfg.run.bad_message == "drop":
-            self.before[a] = (self.states[a], self.privates[a])
+        before = (self.states[a], self.privates[a])
+        if self.drops:
+            self.before[a] = before
         if not np.isfinite(loss) or not all_finite(g):
             if self.cfg.run.nonfinite != "skip":
                 raise PsgradError("local gradient or loss is not finite (NaN or Inf); "
@@ -148,6 +163,10 @@ class Worker:
                 g_hat, self.states[a] = self.scheme.reconstruct(self.states[a], payload, ctx)
             with self.phases("encode"):
                 self.privates[a] = self.scheme.compensate(self.privates[a], g, g_hat)
+        if self.clock.late(self.clock.seconds(a, self.model_bits, payload.nbits)):
+            # Missed the deadline: the server will not use the report, so the agent's state stays as it was
+            self.states[a], self.privates[a] = before
+            return wire.pack(wire.Kind.UPDATE, t, a, np.zeros(0, np.uint8), 0, loss=loss, flags=flags | wire.FLAG_LATE)
         if payload.info:
             # Plain Python values, so that a journal round trip (JSON) changes nothing in agents.csv
             self.info.append({"round": t, "agent": a, **{k: v.item() if isinstance(v, np.generic) else v
@@ -167,7 +186,7 @@ class Worker:
     # Checkpoints --------------------------------------------------------------
     def state(self):
         """This worker's part of a checkpoint beyond the server's: its agents' private states, in order."""
-        return tuple(self.privates[a] for a in self.agents)
+        return self.privates.values(self.agents)
 
     def snapshot(self):
         """``(meta, arrays)`` to send to the server for a checkpoint (taken between rounds): ``state()``, the
@@ -186,8 +205,8 @@ class Worker:
         compute from the model of the round before the checkpoint, and the downlink's mirrored state before
         the checkpoint round's model frame (the server's)."""
         self.downlink.state = downlink
-        for a, private in zip(self.agents, privates):
-            self.states[a], self.privates[a] = mirrors[a], private
+        self.states.replace({a: mirrors[a] for a in self.agents})
+        self.privates.replace(dict(zip(self.agents, privates)))
         self.before.clear()
         self.info = []
         self.prev_params = None

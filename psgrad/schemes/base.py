@@ -137,6 +137,12 @@ class Scheme:
         """Agent side: the new private state once ``g_hat`` is known (identity by default)."""
         return private
 
+    def estimate(self, state):
+        """The server's standing estimate of an agent's gradient in mirrored ``state`` (read-only float32[d]),
+        which an agent absent from a round contributes under ``run.absent: stale``; None for a scheme that
+        keeps none (the default)."""
+        return None
+
     @property
     def g_hat_is_payload(self):
         """True when ``g_hat`` is the payload's bytes read as float32 and the state never changes: the server

@@ -23,6 +23,9 @@ class EF21(Scheme):
         self.check_codec(d)
         return init_shift(d), Empty()
 
+    def estimate(self, state):
+        return state.h  # the shift: EF21 with partial participation aggregates every client's (docs/federated.md)
+
     def encode(self, state, private, g, ctx):
         # Step 1
         return encode_difference(self.codec, state, g, ctx.key)

@@ -235,6 +235,18 @@ class Tensorwise(Scheme):
         return private._replace(**{p.field: self.inner.compensate(getattr(private, p.field), p.take(g), p.take(g_hat))
                                    for p in self.scheme_parts()})
 
+    def estimate(self, state):
+        """The parts' estimates in flat order; None when a part keeps none (fp32 parts keep no state)."""
+        if any(p.field is None for p in self.parts):
+            return None
+        estimates = [self.inner.estimate(getattr(state, p.field)) for p in self.parts]
+        if any(e is None for e in estimates):
+            return None
+        out = np.empty(self.d, np.float32)
+        for p, e in zip(self.parts, estimates):
+            p.put(out, e)
+        return frozen(out)
+
     def map_states(self, state, g_hat, fn):
         """The state with each scheme part's field replaced by ``fn(part_state, part_g_hat)``."""
         return state._replace(**{p.field: fn(getattr(state, p.field), frozen(p.take(g_hat)))

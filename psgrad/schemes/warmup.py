@@ -108,6 +108,9 @@ class Warmup(Scheme):
     def compensate(self, private, g, g_hat):
         return self.inner.compensate(private, g, g_hat)
 
+    def estimate(self, state):
+        return self.inner.estimate(state)
+
 
 def wrap(scheme, shapes=None, granularity="model", min_size=0, warmup_rounds=0):
     """``scheme`` with the ``scheme.granularity``, ``scheme.min_size`` and ``scheme.warmup_rounds`` settings.

@@ -77,16 +77,22 @@ def _stream_draws(key, n):
     return out
 
 
-def minibatch(seed, agent, round_, n, batch_size):
+def step_purpose(purpose, step):
+    """The stream purpose of local step ``step`` (step 0, a gradient round's, keeps ``purpose`` itself)."""
+    return purpose if step == 0 else f"{purpose}/{step}"
+
+
+def minibatch(seed, agent, round_, n, batch_size, step=0):
     """Sorted indices of the minibatch of ``agent`` in ``round_``: ``batch_size`` of ``range(n)``, no repeats.
 
     The sample drawn is the ``batch_size`` indices with the smallest draws of
-    the counter-based stream ``(seed, agent, round, "minibatch")`` — a uniform
+    the counter-based stream ``(seed, agent, round, "minibatch")`` (``"minibatch/e"`` for local
+    step ``e > 0`` of a federated round) — a uniform
     subset that any process derives without shared state, and that does not
     depend on numpy's generator algorithms. ``batch_size == 0`` or
     ``batch_size >= n`` gives the full local batch.
     """
     if batch_size <= 0 or batch_size >= n:
         return np.arange(n, dtype=np.int64)
-    draws = _stream_draws(stream_key(seed, agent, round_, "minibatch"), n)
+    draws = _stream_draws(stream_key(seed, agent, round_, step_purpose("minibatch", step)), n)
     return np.sort(np.argsort(draws, kind="stable")[:batch_size]).astype(np.int64)

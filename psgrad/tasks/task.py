@@ -45,7 +45,7 @@ from ..errors import ConfigError
 from .device import determinism_warnings
 from .flat import FlatModule
 from .models import init_uniform
-from .seeding import forward_seed, minibatch, torch_rng, torch_seed
+from .seeding import forward_seed, minibatch, step_purpose, torch_rng, torch_seed
 
 INITS = ("module", "uniform", "zeros")
 
@@ -158,12 +158,16 @@ class Task:
         lo, hi = self._offsets[agent], self._offsets[agent + 1]
         return self._x_train[lo:hi], self._y_train[lo:hi]
 
-    def batch(self, agent, round):
-        """Sorted indices into the agent's shard of its round-``round`` batch (all of it when batch_size=0)."""
-        return minibatch(self.seed, agent, round, int(self.agent_sizes[agent]), self.batch_size)
+    def batch(self, agent, round, step=0):
+        """Sorted indices into the agent's shard of its batch of round ``round`` and local step ``step`` (all of
+        it when batch_size=0)."""
+        return minibatch(self.seed, agent, round, int(self.agent_sizes[agent]), self.batch_size, step)
 
-    def local_grad(self, agent, params, round=0, out=None, phases=None):
+    def local_grad(self, agent, params, round=0, out=None, phases=None, step=0):
         """``(f_i(w), grad f_i(w))`` on agent ``agent``'s batch of round ``round``, at ``w = params``.
+
+        ``step``: the local step of a federated round (its own batch and forward-pass draws; step 0 is a
+        gradient round's).
 
         ``grad`` is a new float32[d] array, or written into ``out`` (float32[d]) when given;
         ``out=task.grad_buffer`` (the reused host buffer) saves a copy. With ``phases``
@@ -178,12 +182,13 @@ class Task:
         with phases("compute"):
             x, y = self.local_data(agent)
             if self.batch_size:
-                idx = torch.from_numpy(self.batch(agent, round)).to(self.device)
+                idx = torch.from_numpy(self.batch(agent, round, step)).to(self.device)
                 x, y = x[idx], y[idx]
             self.flat.load(params)
             self.flat.zero_grad()
             self.module.train()
-            with torch.enable_grad(), torch_rng(forward_seed(self.seed, agent, round), self.device):
+            with torch.enable_grad(), torch_rng(forward_seed(self.seed, agent, round, step_purpose("forward", step)),
+                                                  self.device):
                 loss = self.objective.loss(self.module(x), y)
                 loss.backward()
             self.flat.check_bound()

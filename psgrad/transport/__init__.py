@@ -9,7 +9,7 @@ Server side (rank 0)::
     buf = transport.model_buffer(t)            # where the round-t model frame may be written (or None)
     transport.send_model(t, frame, wait)       # Step 1: to every worker rank
     parts = transport.gather_states(t)         # [(rank, bytes)]: each worker's checkpoint part, when asked
-    for buf, source in transport.updates(t, server):   # Step 4: every agent's message, in arrival order
+    for buf, source in transport.updates(t, server):   # Step 4: each reporting agent's message, as it comes
         ...
     transport.end_round(t)
     infos = transport.gather_infos()           # at the end: the agents' scheme metrics
@@ -18,7 +18,7 @@ Worker side (ranks 1..W)::
 
     model = transport.receive_model(t)
     transport.send_state(data)                 # bytes: this worker's checkpoint part, when the frame asks
-    transport.send_update(frame)               # one per hosted agent
+    transport.send_update(frame)               # one per hosted agent that reports in the round
     transport.end_round(t)
     transport.send_infos(infos)
 

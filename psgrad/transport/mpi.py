@@ -35,7 +35,6 @@ class MpiTransport:
         self.hosted_ranks = [self.rank] if self.rank else []
         self.timeout = cfg.run.timeout
         self.rounds = cfg.run.rounds
-        self.n_agents = cfg.run.workers * cfg.run.agents_per_worker
         self._sending = []
         self._incoming = None
 
@@ -67,7 +66,7 @@ class MpiTransport:
     def updates(self, t, server):
         status = MPI.Status()
         ready = lambda: self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_UPDATE, status=status)  # noqa: E731
-        for _ in range(self.n_agents):
+        for _ in range(len(server.expected)):  # the round's reporting agents (federated.Participation)
             with self.phases("wait"):
                 try:
                     poll(ready, self.timeout, "")

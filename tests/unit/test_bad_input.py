@@ -94,7 +94,7 @@ def test_under_drop_a_bad_message_is_counted_and_every_mirror_stays_in_step(tmp_
 
     def accept_model(self, t, buf):  # record the agents' states as each round starts
         out = original(self, t, buf)
-        seen.append((t, {a: digest(s) for a, s in self.states.items()}))
+        seen.append((t, {a: digest(self.states[a]) for a in self.agents}))
         return out
 
     monkeypatch.setattr(worker_mod.Worker, "accept_model", accept_model)

@@ -108,7 +108,7 @@ def test_kill_and_resume_with_a_compressed_downlink_is_bit_identical(tmp_path, d
 def one_round(tmp_path):
     cfg = resolve_workers(config.from_dict(job(tmp_path, workers=2, agents_per_worker=1)), 1)
     task, sc = build(cfg)
-    layout = agent_layout(2, 1)
+    layout = agent_layout(2, 2)
     return Server(cfg, task, sc, layout), [Worker(cfg, task, sc, r, [r - 1]) for r in (1, 2)]
 
 

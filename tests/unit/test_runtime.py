@@ -89,7 +89,7 @@ def test_psgrad_run_writes_config_metrics_summary_and_plot_and_returns_them(tmp_
 def test_aggregate_does_not_depend_on_arrival_order(tmp_path):
     cfg = make_cfg(tmp_path, "run.workers=4", "run.rounds=2")
     task, sc = build(cfg)
-    layout = agent_layout(4, 1)
+    layout = agent_layout(4, 4)
     results = []
     for order in ([0, 1, 2, 3], [3, 1, 0, 2]):
         server = Server(cfg, task, sc, layout)
@@ -107,7 +107,7 @@ def test_aggregate_does_not_depend_on_arrival_order(tmp_path):
 def _one_round_frames(tmp_path):
     cfg = make_cfg(tmp_path, "run.workers=2", "run.rounds=2")
     task, sc = build(cfg)
-    server = Server(cfg, task, sc, agent_layout(2, 1))
+    server = Server(cfg, task, sc, agent_layout(2, 2))
     workers = [Worker(cfg, task, sc, r, [r - 1]) for r in (1, 2)]
     model = server.model_frame(0)
     return server, [list(w.serve_round(0, model, None))[0] for w in workers]
@@ -129,7 +129,7 @@ def test_server_rejects_a_message_from_the_wrong_rank_round_or_twice(tmp_path):
 def _direct_fp32_round(tmp_path, *overrides):
     cfg = make_cfg(tmp_path, "run.workers=3", "run.rounds=2", *overrides)
     task, sc = build(cfg)
-    server = Server(cfg, task, sc, agent_layout(3, 1))
+    server = Server(cfg, task, sc, agent_layout(3, 3))
     model = server.model_frame(0)
     frames = [list(Worker(cfg, task, sc, r, [r - 1]).serve_round(0, model, None))[0] for r in (1, 2, 3)]
     expected = np.zeros(server.d, np.float32)
@@ -220,7 +220,7 @@ def test_a_direct_agent_does_not_reconstruct(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path, "run.workers=2", "run.rounds=1")
     task, sc = build(cfg)
     worker = Worker(cfg, task, sc, 1, [0])
-    server = Server(cfg, task, sc, agent_layout(2, 1))
+    server = Server(cfg, task, sc, agent_layout(2, 2))
     monkeypatch.setattr(type(sc), "reconstruct", lambda *a: pytest.fail("the agent reconstructed"))
     assert len(list(worker.serve_round(0, server.model_frame(0), None))) == 1
 
