@@ -9,6 +9,7 @@ import importlib
 # name -> module under psgrad.bench with a main(argv) function
 BENCHMARKS = {
     "codecs": "codecs",
+    "federated": "federated",
     "gpu": "gpu",
     "operators": "operators",
     "round": "round",
