@@ -12,6 +12,7 @@ from .diana import Diana
 from .ef import EF
 from .ef21 import EF21
 from .lag import Lag
+from .powersgd import PowerSGD
 from .tensorwise import Tensorwise
 from .tpc import TPC
 from .warmup import Warmup, wrap
@@ -23,6 +24,7 @@ REGISTRY = {
     "diana": Diana,
     "lag": Lag,
     "tpc": TPC,
+    "powersgd": PowerSGD,
 }
 
 

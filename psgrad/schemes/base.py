@@ -15,6 +15,7 @@ arrays and Python scalars, returned anew, never mutated in place, which makes
 digests and checkpoints a walk over fields.
 """
 import hashlib
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -124,6 +125,16 @@ class Scheme:
     def init(self, d):
         """Return ``(mirrored_state, private_state)`` for a gradient of length ``d``."""
         return Empty(), Empty()
+
+    def init_tensor(self, shape):
+        """``init`` for one tensor of ``shape`` (``Tensorwise``, granularity=tensor); a scheme that uses the
+        shape (PowerSGD's matrices) overrides it."""
+        return self.init(math.prod(shape))
+
+    def payload_bits(self, d, shape=None):
+        """The bits of every payload for ``d`` elements (one tensor of ``shape``; None: a flat vector) when
+        they follow from that alone, else None. ``Tensorwise`` sends no length for a part of fixed bits."""
+        return 32 * d if self.g_hat_is_payload else None
 
     def encode(self, state, private, g, ctx):
         """Agent side: the payload (``Encoded``) for gradient ``g`` this round (it may share memory with ``g``)."""

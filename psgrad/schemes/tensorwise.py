@@ -20,9 +20,9 @@ Payload layout (bit for bit, no padding; bit order of ``bitstream.bits``)::
     part payloads, in part order (the order of each part's first element)
 
 A part's length is fixed, and so not coded, when it is an fp32 part
-(``32 n``) or when the scheme's payload is the float32 vector itself
-(``g_hat_is_payload``: ``32 n``); the last variable-length part takes the
-bits that remain. With one variable-length part there is no framing at all.
+(``32 n``) or when the scheme's ``payload_bits`` gives it (``32 n`` when the
+scheme's payload is the float32 vector itself; PowerSGD's factors of a
+tensor's shape); the last variable-length part takes the bits that remain. With one variable-length part there is no framing at all.
 ``Encoded.info`` holds ``bits/<part>`` for each part's payload bits,
 ``bits/framing`` for the length codes (their sum is ``nbits``) and the
 scheme's own info per part as ``<key>/<part>``; a part is named after its
@@ -59,6 +59,7 @@ class Part(NamedTuple):
     spans: tuple
     size: int
     sub: int           # its Key.sub (0: the round's own key)
+    shape: tuple | None  # its tensor's shape; None for the model part
 
     def take(self, g):
         """The part's elements of the flat vector ``g`` (a view when it is one span)."""
@@ -76,7 +77,7 @@ class Part(NamedTuple):
 
 
 def check_shapes(shapes):
-    """``[(name, size)]`` of a layout ``[(name, shape)]``; ConfigError naming what is wrong."""
+    """``[(name, size, shape)]`` of a layout ``[(name, shape)]``; ConfigError naming what is wrong."""
     if not isinstance(shapes, (list, tuple)) or not shapes:
         raise ConfigError(f"tensor layout must be a non-empty list of (name, shape), got {shapes!r}")
     sizes, seen = [], set()
@@ -92,7 +93,7 @@ def check_shapes(shapes):
         if name == FRAMING:
             raise ConfigError(f"tensor layout: a tensor may not be named {FRAMING!r} (its bits key is taken)")
         seen.add(name)
-        sizes.append((name, int(np.prod(shape, dtype=np.int64))))
+        sizes.append((name, int(np.prod(shape, dtype=np.int64)), tuple(int(n) for n in shape)))
     return sizes
 
 
@@ -105,17 +106,17 @@ def layout(shapes, granularity, min_size):
     sizes = check_shapes(shapes)
     if granularity == "tensor" and len(sizes) >= MAX_TENSORS:
         raise ConfigError(f"granularity=tensor handles at most {MAX_TENSORS - 1} tensors, the model has {len(sizes)}")
-    if granularity == "model" and MODEL_PART in (name for name, _ in sizes):
+    if granularity == "model" and MODEL_PART in (name for name, _, _ in sizes):
         raise ConfigError(f"granularity=model with min_size: a tensor may not be named {MODEL_PART!r} "
                           f"(the name of the part it compresses)")
     parts, merged, offset = [], [], 0
-    for i, (name, n) in enumerate(sizes):
+    for i, (name, n, shape) in enumerate(sizes):
         span = (offset, offset + n)
         offset += n
         if n == 0 or n < min_size:
-            parts.append(Part(name, None, (span,), n, 0))
+            parts.append(Part(name, None, (span,), n, 0, shape))
         elif granularity == "tensor":
-            parts.append(Part(name, f"t{i}", (span,), n, i + 1))
+            parts.append(Part(name, f"t{i}", (span,), n, i + 1, shape))
         elif not merged:
             merged.append(span)
             model_at = len(parts)  # the model part goes where its first element lies
@@ -125,7 +126,7 @@ def layout(shapes, granularity, min_size):
         else:
             merged.append(span)
     if merged:
-        parts[model_at] = Part(MODEL_PART, MODEL_PART, tuple(merged), sum(b - a for a, b in merged), 0)
+        parts[model_at] = Part(MODEL_PART, MODEL_PART, tuple(merged), sum(b - a for a, b in merged), 0, None)
     return parts, offset
 
 
@@ -141,8 +142,9 @@ class Tensorwise(Scheme):
         self.granularity, self.min_size = granularity, min_size
         self.parts, self.d = layout(shapes, granularity, min_size)
         self.fp32 = Fp32()
-        self.fixed = [p.field is None or inner.g_hat_is_payload for p in self.parts]
-        variable = [i for i, fixed in enumerate(self.fixed) if not fixed]
+        # Each part's payload bits where fixed by its layout (None: variable, framed unless last)
+        self.bits = [32 * p.size if p.field is None else inner.payload_bits(p.size, p.shape) for p in self.parts]
+        variable = [i for i, n in enumerate(self.bits) if n is None]
         self.coded = variable[:-1]  # the parts whose length is sent; the last variable one takes the rest
         self.last = variable[-1] if variable else None
         fields = [p.field for p in self.parts if p.field is not None]
@@ -175,7 +177,8 @@ class Tensorwise(Scheme):
 
     def init(self, d):
         self._check_length(d)
-        pairs = [self.inner.init(p.size) for p in self.scheme_parts()]
+        pairs = [self.inner.init(p.size) if p.shape is None else self.inner.init_tensor(p.shape)
+                 for p in self.scheme_parts()]
         return self.State(*(s for s, _ in pairs)), self.Private(*(q for _, q in pairs))
 
     def encode(self, state, private, g, ctx):
@@ -201,7 +204,7 @@ class Tensorwise(Scheme):
 
     def lengths(self, data, end):
         """``(lengths, pos)``: every part's payload bits, read or derived, and where the first payload starts."""
-        lengths = [32 * p.size if fixed else None for p, fixed in zip(self.parts, self.fixed)]
+        lengths = list(self.bits)
         pos = 0
         for i in self.coded:
             n, pos = read_delta(data, end, pos)

@@ -10,6 +10,8 @@ exact reconstruction as an exact codec would give it (``absorb``):
 - ef21, lag: ``h = g_hat`` (lag's silent count 0);
 - diana: ``h = g_hat``: with an exact codec (``omega = 0``) DIANA's default
   step ``1 / (1 + omega)`` is 1, a full step onto the gradient;
+- powersgd: the warm-start ``Q`` is left as it is (zero: the first
+  compressed round draws it);
 - tpc: ``g_hat`` is pushed into the memory, the silent count is 0, so the
   first compressed round predicts from the last ``p`` warm-up gradients;
 - tensorwise: each part's state as its scheme says, from its part of ``g_hat``.
@@ -26,6 +28,7 @@ from .diana import Diana
 from .ef import EF
 from .ef21 import EF21
 from .lag import Lag
+from .powersgd import PowerSGD
 from .predictor import push
 from .shift import ShiftState
 from .tensorwise import GRANULARITIES, Tensorwise
@@ -48,7 +51,7 @@ def _tpc(scheme, state, g_hat):
     return state._replace(memory=push(state.memory, g_hat, scheme.p), silent=0)
 
 
-ABSORB = {Direct: _keep, EF: _keep, EF21: _shift, Diana: _shift, Lag: _lag, TPC: _tpc}
+ABSORB = {Direct: _keep, EF: _keep, EF21: _shift, Diana: _shift, Lag: _lag, PowerSGD: _keep, TPC: _tpc}
 
 
 def absorber(scheme):

@@ -10,7 +10,7 @@ from psgrad.errors import DecodeError, PsgradError
 from psgrad.runtime import worker as worker_mod
 from psgrad.runtime.loop import build, resolve_workers, run_local
 from psgrad.schemes import digest
-from schemes_under_test import representative_codec
+from schemes_under_test import run_settings
 
 BAD_AGENT, BAD_ROUND = 1, 2
 
@@ -87,7 +87,6 @@ def drop_cases():
 @pytest.mark.parametrize("scheme_name,kind", drop_cases())
 def test_under_drop_a_bad_message_is_counted_and_every_mirror_stays_in_step(tmp_path, monkeypatch, kind,
                                                                            scheme_name):
-    codec = representative_codec(scheme_name)
     corrupt_one_message(monkeypatch, CORRUPTIONS[kind])
     seen = []
     original = worker_mod.Worker.accept_model
@@ -98,8 +97,7 @@ def test_under_drop_a_bad_message_is_counted_and_every_mirror_stays_in_step(tmp_
         return out
 
     monkeypatch.setattr(worker_mod.Worker, "accept_model", accept_model)
-    cfg, summary, server = run(tmp_path, "run.bad_message=drop", f"scheme.name={scheme_name}",
-                               f"scheme.codec={codec}")
+    cfg, summary, server = run(tmp_path, "run.bad_message=drop", *run_settings(scheme_name))
     rows = metrics(tmp_path)
     assert [int(r["dropped"]) for r in rows] == [0, 0, 0, 1, 0, 0]
     # Digests were sent every round and checked by the server, so the run finishing proves the mirrors agreed;
@@ -134,8 +132,7 @@ def test_a_nonfinite_gradient_stops_the_run_by_default_naming_agent_and_round(tm
 
 @pytest.mark.parametrize("scheme_name", psgrad.schemes())
 def test_under_skip_a_nonfinite_gradient_sends_a_skipped_message_and_changes_no_state(tmp_path, scheme_name):
-    cfg, summary, server = run(tmp_path, "run.nonfinite=skip", f"scheme.name={scheme_name}",
-                               f"scheme.codec={representative_codec(scheme_name)}",
+    cfg, summary, server = run(tmp_path, "run.nonfinite=skip", *run_settings(scheme_name),
                                task_hook=lambda task: nan_gradient_at(task, 1, 2))
     rows = metrics(tmp_path)
     assert [int(r["skipped"]) for r in rows] == [0, 0, 0, 1, 0, 0]
