@@ -155,7 +155,11 @@ def test_a_contender_that_misses_the_target_reports_its_best_value_and_no_ratio(
     ({"contenders": []}, "non-empty list"),
     ({"colour": 1}, "unknown key colour"),
     ({"name": "a/b"}, "plain folder name"),
-    ({"repeats": 0}, "repeats"),
+    ({"seeds": 0}, r"^seeds: expected an int >= 1"),
+    ({"seeds": True}, "seeds: expected an int"),
+    ({"repeats": 3}, "^repeats: no longer a key; write seeds: S instead"),
+    ({"grid_policy": "grow"}, r"^grid_policy: expected one of fixed, extend, got 'grow'$"),
+    ({"grid_extend_max": -1}, "^grid_extend_max: expected an int >= 0"),
     ({"base": {"scheme": {"name": "tpc"}}}, "must not set a scheme"),
     ({"base": {"run": {"rounds": -1}}}, "base: run.rounds"),
 ])
@@ -220,14 +224,14 @@ def test_overrides_reach_the_base_config_and_yaml_exponents_are_numbers(tmp_path
     assert comparison.points[0].cfg.run.results_dir == str(tmp_path / "tiny" / "runs")
 
 
-def test_extra_seeds_rerun_each_winner_and_resume_skips_finished_runs(tmp_path):
-    comparison = tiny(tmp_path, fixed_lr=0.1, repeats=2)
+def test_seeds_run_every_grid_point_and_resume_skips_finished_runs(tmp_path):
+    comparison = tiny(tmp_path, fixed_lr=0.1, seeds=2)
     rows = run_comparison(comparison, progress=False)
     runs = sorted(p.name for p in (tmp_path / "tiny" / "runs").iterdir())
     assert runs == ["fp16-lr0.1", "fp16-lr0.1-seed1", "fp32-lr0.1", "fp32-lr0.1-seed1"]
     assert all(r["seeds_reached"] == "2/2" for r in rows)
     stamp = (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns
-    again = run_comparison(tiny(tmp_path, fixed_lr=0.1, repeats=2), progress=False, resume=True)
+    again = run_comparison(tiny(tmp_path, fixed_lr=0.1, seeds=2), progress=False, resume=True)
     assert (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns == stamp
     assert again == rows
 
