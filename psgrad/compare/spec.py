@@ -9,7 +9,9 @@ A comparison file (YAML)::
       optim: {lr: 1.0}
       run: {rounds: 200, eval_every: 1, workers: 8}
     target: {metric: test_accuracy, at_least: 0.95}   # or at_most: for losses and suboptimality
-    repeats: 1                     # seeds for the winning grid point of each contender (1: the tuning seed only)
+    seeds: 1                       # every grid point runs on run.seed, run.seed + 1, ..., run.seed + seeds - 1
+    grid_policy: fixed             # or extend: push a winner off a numeric grid edge (see ``extend_axis``)
+    grid_extend_max: 3             # with extend: at most this many new values per axis and side
     contenders:
       - label: qsgd
         scheme: direct
@@ -22,8 +24,10 @@ A comparison file (YAML)::
         ...
 
 Fair tuning: every contender's grid (the Cartesian product of its lists)
-has the same number of points; a comparison whose grids differ in size is
-refused. A grid key is a dotted path into the run config (``optim.lr``,
+starts with the same number of points; a comparison whose grids differ in
+size is refused. ``grid_policy: extend`` may then add points to some
+contenders and not others; the table counts every contender's evaluated
+runs so that the difference stays visible. A grid key is a dotted path into the run config (``optim.lr``,
 ``scheme.params.eps``, ``scheme.codec_params.levels``, ``task.batch_size``).
 
 Every run config is built and validated when the file is loaded, so a bad
@@ -40,7 +44,8 @@ from .. import config as config_mod
 from ..errors import ConfigError
 
 DIRECTIONS = {"at_most": "<=", "at_least": ">="}
-TOP_KEYS = ("name", "results_dir", "base", "target", "repeats", "contenders")
+TOP_KEYS = ("name", "results_dir", "base", "target", "seeds", "grid_policy", "grid_extend_max", "contenders")
+GRID_POLICIES = ("fixed", "extend")
 CONTENDER_KEYS = ("label", "scheme", "codec", "codec_params", "params", "proposed", "grid", "set")
 
 
@@ -71,7 +76,13 @@ class Target:
         return f"{self.metric} {DIRECTIONS[self.direction]} {self.threshold:g}"
 
 
-COUNTS = ("uplink", "downlink", "total")
+# What a target can count to reach it: the payload columns of metrics.csv summed, and the psgrad.plot.X_AXES
+# axis its figure is drawn against.
+COUNTS = {
+    "uplink": (("cum_up_payload_bits",), "bits"),
+    "downlink": (("cum_down_payload_bits",), "downlink"),
+    "total": (("cum_up_payload_bits", "cum_down_payload_bits"), "total"),
+}
 
 
 @dataclass(frozen=True)
@@ -92,11 +103,60 @@ class Point:
 
 @dataclass
 class Contender:
+    """One contender: its grid (``path -> values``, extended in place by ``grid_policy: extend``) and its points.
+
+    ``points`` lists the grid points in the order they were added: the initial grid's product first, then
+    each extension's new points; ``step[run_name]`` is the extension step that added a point (0: the file's).
+    """
+
     label: str
     scheme: str
     codec: str
     proposed: bool
+    run_dict: dict      # the run config every point starts from (base, scheme, ``set``)
+    out: Path
+    grid: dict = field(default_factory=dict)
     points: list = field(default_factory=list)
+    step: dict = field(default_factory=dict)
+
+    def points_with(self, path, value):
+        """The points that ``value`` on grid axis ``path`` would add (``value`` x the other axes), not yet added.
+
+        Raises ``ConfigError`` when one of them is not a valid run config.
+        """
+        others = [self.grid[p] if p != path else [value] for p in self.grid]
+        return [self._point(tuple(zip(self.grid, combo))) for combo in itertools.product(*others)]
+
+    def extend(self, path, value, step):
+        """Add ``value`` to grid axis ``path``; return the new points, recorded as added by extension ``step``."""
+        points = self.points_with(path, value)
+        self.grid[path] = sorted([*self.grid[path], value])
+        for p in points:
+            self._add(p, step)
+        return points
+
+    def _add(self, point, step):
+        if point.run_name in self.step:
+            raise ConfigError(f"contender {self.label!r}.grid: two grid points share the folder name "
+                              f"{point.run_name!r}")
+        self.points.append(point)
+        self.step[point.run_name] = step
+
+    def _point(self, values):
+        where = f"contender {self.label!r}"
+        d = copy.deepcopy(self.run_dict)
+        for path, value in values:
+            _put(d, path, value, f"{where}.grid")
+        run_name = point_name(self.label, values)
+        d.setdefault("run", {})
+        d["run"]["name"] = run_name
+        d["run"]["results_dir"] = str(self.out / "runs")
+        try:
+            cfg = config_mod.from_dict(d)
+        except ConfigError as e:
+            at = f" at grid point {', '.join(f'{p}={v!r}' for p, v in values)}" if values else ""
+            raise ConfigError(f"{where}{at}: {e}") from None
+        return Point(self.label, values, cfg)
 
 
 @dataclass
@@ -104,7 +164,9 @@ class Comparison:
     name: str
     out: Path
     target: Target
-    repeats: int
+    seeds: int          # runs per grid point: run.seed + 0, 1, ..., seeds - 1
+    grid_policy: str    # fixed | extend
+    grid_extend_max: int
     contenders: list
     source: dict        # the comparison file as loaded (after overrides), for the record
 
@@ -113,7 +175,12 @@ class Comparison:
         return [p for c in self.contenders for p in c.points]
 
     def grid_size(self):
-        return len(self.contenders[0].points)
+        """Points of every contender's initial grid (the same for all)."""
+        return sum(1 for s in self.contenders[0].step.values() if s == 0)
+
+    def seeded(self, point):
+        """The runs of one grid point, one per seed; the first keeps the point's own seed and folder."""
+        return [point] + [with_seed(point, point.cfg.run.seed + i) for i in range(1, self.seeds)]
 
 
 def load(path, overrides=()):
@@ -148,6 +215,9 @@ def from_dict(data):
     """Build a validated ``Comparison`` from nested dicts."""
     if not isinstance(data, dict):
         raise ConfigError(f"comparison must be a mapping, got {type(data).__name__}")
+    if "repeats" in data:
+        raise ConfigError("repeats: no longer a key; write seeds: S instead, which runs every grid point (not only "
+                          "each winner) on S seeds and picks winners on the median")
     _check_keys("comparison", data, TOP_KEYS)
     for key in ("name", "target", "contenders"):
         if key not in data:
@@ -166,9 +236,11 @@ def from_dict(data):
     except ConfigError as e:
         raise ConfigError(f"base: {e}") from None
     target = _target(data["target"])
-    repeats = data.get("repeats", 1)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ConfigError(f"repeats: expected an int >= 1 (seeds per winning grid point), got {repeats!r}")
+    seeds = _count(data, "seeds", 1, 1, "runs of every grid point, on seeds run.seed + 0, 1, ...")
+    policy = data.get("grid_policy", "fixed")
+    if policy not in GRID_POLICIES:
+        raise ConfigError(f"grid_policy: expected one of {', '.join(GRID_POLICIES)}, got {policy!r}")
+    extend_max = _count(data, "grid_extend_max", 3, 0, "new values per grid axis and side under grid_policy: extend")
     raw = data["contenders"]
     if not isinstance(raw, list) or not raw:
         raise ConfigError("contenders: expected a non-empty list of contenders")
@@ -181,7 +253,14 @@ def from_dict(data):
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
         raise ConfigError(f"contenders: every grid must have the same number of points (fair tuning); got {listing}")
-    return Comparison(name, out, target, repeats, contenders, copy.deepcopy(data))
+    return Comparison(name, out, target, seeds, policy, extend_max, contenders, copy.deepcopy(data))
+
+
+def _count(data, key, default, least, what):
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ConfigError(f"{key}: expected an int >= {least} ({what}), got {value!r}")
+    return value
 
 
 def _target(raw):
@@ -232,27 +311,10 @@ def _contender(i, raw, base, out):
     for path, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.grid.{path}: expected a non-empty list of values, got {values!r}")
-    contender = Contender(label, raw["scheme"], run_dict["scheme"]["codec"], proposed)
-    paths = list(grid)
-    names = set()
-    for combo in itertools.product(*(grid[p] for p in paths)):
-        d = copy.deepcopy(run_dict)
-        for path, value in zip(paths, combo):
-            _put(d, path, value, f"{where}.grid")
-        values = tuple(zip(paths, combo))
-        run_name = point_name(label, values)
-        if run_name in names:
-            raise ConfigError(f"{where}.grid: two grid points share the folder name {run_name!r}")
-        names.add(run_name)
-        d.setdefault("run", {})
-        d["run"]["name"] = run_name
-        d["run"]["results_dir"] = str(out / "runs")
-        try:
-            cfg = config_mod.from_dict(d)
-        except ConfigError as e:
-            at = f" at grid point {', '.join(f'{p}={v!r}' for p, v in values)}" if values else ""
-            raise ConfigError(f"{where}{at}: {e}") from None
-        contender.points.append(Point(label, values, cfg))
+    contender = Contender(label, raw["scheme"], run_dict["scheme"]["codec"], proposed, run_dict, out,
+                          {p: list(v) for p, v in grid.items()})
+    for combo in itertools.product(*grid.values()):
+        contender._add(contender._point(tuple(zip(grid, combo))), 0)
     return contender
 
 
@@ -269,6 +331,39 @@ def with_seed(point, seed):
     cfg.run.seed = seed
     cfg.run.name = f"{point.run_name}-seed{seed}"
     return Point(point.label, point.values, cfg)
+
+
+def numeric_axes(grid):
+    """The axes of ``grid`` that have edges: two or more values, all numbers (true/false are not)."""
+    return [p for p, vs in grid.items()
+            if len(vs) >= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vs)]
+
+
+def edges(contender, point):
+    """``[(path, 'min' | 'max')]``: the numeric axes of the contender's grid on whose edge ``point`` lies."""
+    values = dict(point.values)
+    out = []
+    for path in numeric_axes(contender.grid):
+        if values[path] == max(contender.grid[path]):
+            out.append((path, "max"))
+        elif values[path] == min(contender.grid[path]):
+            out.append((path, "min"))
+    return out
+
+
+def beyond(values, side):
+    """The next value past an axis edge: twice the largest value, or half the smallest; None if there is none.
+
+    Integer axes stay integer (half rounded half up). An axis with a value <= 0 has no geometric next value,
+    nor does a side whose next integer would repeat the edge (half of 1).
+    """
+    if min(values) <= 0:
+        return None
+    edge = max(values) if side == "max" else min(values)
+    new = 2 * edge if side == "max" else edge / 2
+    if all(isinstance(v, int) for v in values):
+        new = math.floor(new + 0.5)
+    return None if new == edge else new
 
 
 def _put(d, path, value, where):

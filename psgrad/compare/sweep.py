@@ -1,9 +1,20 @@
-"""Run a comparison: every (contender, grid point), then extra seeds of each winner, then the outputs.
+"""Run a comparison: every (contender, grid point, seed), then any grid extensions, then the outputs.
 
 In one process every run goes through the local transport; under mpirun
 every rank walks the same sweep in the same order and each run goes through
 the MPI transport (rank 0 server, the other ranks workers). The two give
-bit-identical runs, so the tables are identical either way.
+bit-identical runs, so the tables are identical either way. Only rank 0
+holds the results, so it alone decides each grid extension and tells the
+other ranks.
+
+Grid extension (``grid_policy: extend``), one step at a time: for every
+contender whose best point lies on the edge of a numeric axis, the next
+value past that edge (``spec.beyond``: twice the largest, half the
+smallest) joins the axis, and its new points (that value x the other axes'
+values) run on every seed. Steps repeat until every winner is interior on
+every axis it can extend, or each side it sits on has had
+``grid_extend_max`` new values, or has no valid next value (not a new
+positive number, or a run config or codec the contender refuses).
 """
 import copy
 import json
@@ -18,7 +29,7 @@ from ..runtime.results import read_metrics
 from ..runtime.loop import build, build_scheme, resolve_workers, run_local, run_mpi
 from ..transport.mpi import agree, handshake
 from . import figures, table
-from .spec import with_seed
+from .spec import beyond, edges
 
 
 def run_comparison(comparison, comm=None, progress=True, resume=False, verbose=False):
@@ -28,38 +39,63 @@ def run_comparison(comparison, comm=None, progress=True, resume=False, verbose=F
     """
     world = comm.Get_size() if comm is not None else 1
     rank = comm.Get_rank() if comm is not None else 0
-    check_target(comparison, world)
+    task = check_target(comparison, world)
     bar = None
     if rank == 0:
         comparison.out.mkdir(parents=True, exist_ok=True)
-        total = len(comparison.points) + len(comparison.contenders) * (comparison.repeats - 1)
-        bar = tqdm(total=total, desc=comparison.name, unit="run", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=0, desc=comparison.name, unit="run", disable=not progress, dynamic_ncols=True)
     say = _quiet
     if verbose and bar is not None:
         say = bar.write if progress else print
 
-    results = {}
-    for point in comparison.points:
-        results[point.run_name] = run_point(point, comparison, comm, world, resume, bar, say)
-
-    winners = None
-    if rank == 0:
-        winners = [c.points[table.best_index([results[p.run_name] for p in c.points], comparison.target)]
-                   for c in comparison.contenders]
-    if comm is not None:
-        winners = agree(comm, [c.points.index(w) for c, w in zip(comparison.contenders, winners)]
-                        if rank == 0 else None, comparison.points[0].cfg.run.timeout, "for rank 0's winners")[0]
-        winners = [c.points[i] for c, i in zip(comparison.contenders, winners)]
-    repeats = {}
-    for c, point in zip(comparison.contenders, winners):
-        for k in range(1, comparison.repeats):
-            seeded = with_seed(point, point.cfg.run.seed + k)
-            res = run_point(seeded, comparison, comm, world, resume, bar, say)
-            repeats.setdefault(c.label, []).append(res)
+    results, tries, step = {}, {}, 0
+    pending = comparison.points
+    while pending:
+        if bar is not None:
+            bar.total += len(pending) * comparison.seeds
+            bar.refresh()
+        for point in pending:
+            for run in comparison.seeded(point):
+                results[run.run_name] = run_point(run, comparison, comm, world, resume, bar, say)
+        step += 1
+        pending = extend_grids(comparison, results, task, world, comm, tries, step, say)
     if rank != 0:
         return None
     bar.close()
-    return write_outputs(comparison, results, repeats, winners, world)
+    return write_outputs(comparison, results)
+
+
+def extend_grids(comparison, results, task, world, comm, tries, step, say):
+    """One extension step (``grid_policy: extend``); return the new points, the same on every rank.
+
+    ``tries[(label, path, side)]`` counts the values tried past each edge (rank 0's bookkeeping).
+    """
+    if comparison.grid_policy != "extend":
+        return []
+    plan = []
+    if comm is None or comm.Get_rank() == 0:
+        for i, c in enumerate(comparison.contenders):
+            best, _ = table.winner(comparison, c, results)
+            for path, side in edges(c, best):
+                key = (c.label, path, side)
+                if tries.get(key, 0) >= comparison.grid_extend_max:
+                    continue
+                tries[key] = tries.get(key, 0) + 1
+                value = beyond(c.grid[path], side)
+                try:
+                    if value is None:
+                        raise ConfigError("no new positive value")
+                    for p in c.points_with(path, value):
+                        check_point(p, task, world)
+                except ConfigError as e:
+                    say(f"{c.label}: {path} stays at its {side} edge ({e})")
+                    tries[key] = comparison.grid_extend_max
+                    continue
+                plan.append([i, path, value])
+    if comm is not None:
+        plan = agree(comm, plan if comm.Get_rank() == 0 else None, comparison.points[0].cfg.run.timeout,
+                     "for rank 0's grid extension")[0]
+    return [p for i, path, value in plan for p in comparison.contenders[i].extend(path, value, step)]
 
 
 def run_point(point, comparison, comm, world, resume, bar, say):
@@ -111,29 +147,39 @@ def finished(folder, cfg):
 
 
 def check_target(comparison, world):
-    """The target metric must be one the task evaluates, and every run must evaluate it at the end."""
+    """The target metric must be one the task evaluates, and every run must evaluate it at the end.
+
+    Returns the task (built once), for checking the points that grid extension adds.
+    """
     cfg = resolve_workers(copy.deepcopy(comparison.points[0].cfg), world)
     task, _ = build(cfg)
     if comparison.target.metric not in task.metric_names:
         raise ConfigError(f"target.metric: task {cfg.task.name!r} evaluates {', '.join(task.metric_names)}; "
                           f"got {comparison.target.metric!r}")
     for p in comparison.points:
-        try:
-            resolve_workers(copy.deepcopy(p.cfg), world)
-            build_scheme(p.cfg, task).check_codec(task.d)
-        except (ConfigError, ValueError) as e:
-            raise ConfigError(f"contender {p.label!r} ({p.describe()}): {e}") from None
+        check_point(p, task, world)
+    return task
 
 
-def write_outputs(comparison, results, repeats, winners, world):
+def check_point(point, task, world):
+    """Raise ``ConfigError`` naming the contender and grid point when its workers or codec do not fit."""
+    try:
+        resolve_workers(copy.deepcopy(point.cfg), world)
+        build_scheme(point.cfg, task).check_codec(task.d)
+    except (ConfigError, ValueError) as e:
+        raise ConfigError(f"contender {point.label!r} ({point.describe()}): {e}") from None
+
+
+def write_outputs(comparison, results):
     out = comparison.out
-    rows = table.table_rows(comparison, results, repeats)
+    rows = table.table_rows(comparison, results)
     table.write_csv(out / "table.csv", rows, table.COLUMNS)
     table.write_csv(out / "sweep.csv", table.sweep_rows(comparison, results), table.SWEEP_COLUMNS)
     (out / "table.md").write_text(table.markdown(comparison, rows, describe(comparison)))
     (out / "compare.yaml").write_text(yaml.safe_dump(comparison.source, sort_keys=False))
-    curves = [(c.label, c.proposed, read_metrics(Path(w.cfg.run.results_dir) / w.run_name))
-              for c, w in zip(comparison.contenders, winners)]
+    curves = [(c.label, c.proposed, [read_metrics(Path(run.cfg.run.results_dir) / run.run_name)
+                                     for run in comparison.seeded(table.winner(comparison, c, results)[0])])
+              for c in comparison.contenders]
     figures.plot(comparison, curves, out / "bits.png", "bits")
     figures.plot(comparison, curves, out / "rounds.png", "rounds")
     return rows
@@ -150,13 +196,22 @@ def describe(comparison):
     downs = sorted({f"{p.cfg.downlink.scheme}/{p.cfg.downlink.codec}" for p in comparison.points})
     down = ("the server broadcasts the fp32 model every round" if downs == ["direct/fp32"]
             else f"{', '.join(downs)} (scheme/codec) as each contender sets it")
+    n, count = comparison.seeds, comparison.target.count
+    seeds = (f"every grid point ran on {n} seeds ({r.seed}..{r.seed + n - 1}); numbers are medians over them, a "
+             f"seed that misses the target counting as infinitely many bits, and the interval is the "
+             f"order-statistics interval of the median bits (distribution-free, coverage as its header states)"
+             if n > 1 else f"one seed ({r.seed})")
+    grids = (f"grids on whose edge a winner lay were extended (x2 past the largest value, /2 past the smallest, "
+             f"at most {comparison.grid_extend_max} new values per axis side), so the runs column differs"
+             if comparison.grid_policy == "extend" else "grids were not extended")
     return (f"Task {t.name} on {dataset}, {workers} workers x {r.agents_per_worker} agents, {split[t.partition]} "
             f"partition, {batch}; server SGD (momentum {cfg.optim.momentum:g}); {r.rounds} rounds, evaluated every "
-            f"{r.eval_every} round(s), seed {r.seed}. Each contender was tuned over {comparison.grid_size()} grid "
-            f"points of its own parameters (the same number for every contender); shown is its best point: fewest "
-            f"{comparison.target.count} payload bits at the first evaluated round meeting the target (no interpolation), else best "
-            f"final value. Ratios divide by the fewest bits of any baseline; **bold** contenders are the proposed "
-            f"schemes. Downlink: {down}.")
+            f"{r.eval_every} round(s); {seeds}. Each contender was tuned over {comparison.grid_size()} grid points "
+            f"of its own parameters (the same number for every contender; {grids}); shown is its best point: "
+            f"fewest {count} payload bits at the first evaluated round meeting the target (no interpolation), else "
+            f"best final value. 'On grid edge' names a numeric axis whose largest (max) or smallest (min) value "
+            f"won: the optimum may lie beyond the grid. Ratios divide by the fewest bits of any baseline; **bold** "
+            f"contenders are the proposed schemes. Downlink: {down}.")
 
 
 def _quiet(line):

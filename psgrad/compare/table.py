@@ -1,4 +1,4 @@
-"""Bits to target, the choice of each contender's best grid point, and the comparison table.
+"""Bits to target over seeds, the choice of each contender's best grid point, and the comparison table.
 
 Only evaluated rounds count (no interpolation): a run's bits-to-target is
 its cumulative payload bits at the first round whose evaluated metric meets
@@ -7,31 +7,43 @@ their total), and its rounds-to-target is that round. The three counts to
 target are all given. Round 0 (the initial model, zero bits) counts like
 any other.
 
-Best grid point: fewest bits-to-target; among grid points that never reach
-the target (or tie on bits), the best final metric. The ratio column
-divides a contender's bits-to-target by the fewest bits-to-target of any
-baseline (a contender not marked ``proposed``).
+Seeds: every grid point runs on ``seeds`` seeds. Its numbers are medians
+over them (``summarize``), a seed that misses the target counting as
+infinitely many bits, so the median reaches the target only when more than
+half of the seeds do. The interval around the median bits is the
+distribution-free order-statistics interval (``median_interval``).
+
+Best grid point: fewest median bits-to-target; among grid points whose
+median does not reach the target (or tie on bits), the best median final
+metric; on a complete tie the first in grid order. The ratio column divides
+a contender's median bits-to-target by the fewest of any baseline (a
+contender not marked ``proposed``).
 """
 import csv
 import math
 import statistics
 
-from .spec import COUNTS
+from .spec import COUNTS, edges
 
-COLUMNS = ("label", "scheme", "codec", "proposed", "best_grid_point", "reached", "bits_to_target",
-           "uplink_bits_to_target", "downlink_bits_to_target", "total_bits_to_target", "rounds_to_target", "wire_bytes_to_target", "ratio_to_best_baseline", "final_metric", "best_metric",
-           "total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate", "diverged_round", "seeds_reached",
-           "bits_to_target_median", "bits_to_target_min", "bits_to_target_max")
-SWEEP_COLUMNS = ("label", "grid_point", "run", "reached", "bits_to_target", "uplink_bits_to_target",
-                 "downlink_bits_to_target", "total_bits_to_target", "rounds_to_target",
-                 "wire_bytes_to_target", "final_metric", "best_metric", "total_uplink_bits", "total_downlink_bits",
-                 "uplink_bits_per_coordinate", "diverged_round", "best")
+# A contender's tuning cost, summed over every run it was evaluated on: name -> that run's share.
+COSTS = {
+    "evaluated_runs": lambda r: 1,
+    "evaluated_rounds": lambda r: r["rounds_run"],
+}
+TO_TARGET = ("bits_to_target", *(f"{c}_bits_to_target" for c in COUNTS), "rounds_to_target",
+             "wire_bytes_to_target")
+TOTALS = ("total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate")
+COLUMNS = ("label", "scheme", "codec", "proposed", "best_grid_point", "edge", "grid_points", "seeds",
+           *COSTS, "reached", "seeds_reached", "bits_to_target", "bits_to_target_low", "bits_to_target_high",
+           "interval_coverage", *TO_TARGET[1:], "ratio_to_best_baseline", "final_metric", "best_metric",
+           *TOTALS, "diverged_seeds", "diverged_round")
+SWEEP_COLUMNS = ("label", "grid_point", "grid_step", "seed", "run", "reached", *TO_TARGET, "final_metric",
+                 "best_metric", *TOTALS, "rounds_run", "diverged_round", "best")
 
 
 def bits_at(row, count):
-    """Cumulative payload bits of ``count`` (uplink, downlink or total) in a metrics.csv row."""
-    up, down = int(row.get("cum_up_payload_bits", 0)), int(row.get("cum_down_payload_bits", 0))
-    return {"uplink": up, "downlink": down, "total": up + down}[count]
+    """Cumulative payload bits of ``count`` (a key of ``COUNTS``) in a metrics.csv row."""
+    return int(sum(row.get(column, 0) for column in COUNTS[count][0]))
 
 
 def reach(rows, target):
@@ -63,6 +75,7 @@ def run_result(rows, target, summary):
         "total_uplink_bits": int(summary["uplink_payload_bits"]),
         "total_downlink_bits": int(summary["downlink_payload_bits"]),
         "uplink_bits_per_coordinate": float(summary["bits_per_coordinate"]),
+        "rounds_run": int(rows[-1]["round"]) if rows else 0,
         "diverged_round": None,
     }
 
@@ -98,24 +111,75 @@ def best_index(results, target):
     return best
 
 
-def table_rows(comparison, results, repeats):
-    """One row per contender from ``results[run_name]`` and ``repeats[label]`` (results of extra seeds)."""
-    target = comparison.target
+def summarize(runs, target):
+    """One grid point's numbers over its seeds' results ``runs``: the median of each.
+
+    To-target columns count a seed that missed as infinite (None if the median is); final and best metric
+    count NaN (diverged) as the worst value; totals take the median of the finite values. ``reached``: the
+    median bits reach the target, i.e. more than half of the seeds do.
+    """
+    worst = math.inf if target.direction == "at_most" else -math.inf
+    out = {k: _finite(statistics.median([r[k] if r["reached"] else math.inf for r in runs])) for k in TO_TARGET}
+    for k in ("final_metric", "best_metric"):
+        m = statistics.median([worst if math.isnan(r[k]) else r[k] for r in runs])
+        out[k] = m if math.isfinite(m) else math.nan
+    for k in TOTALS:
+        finite = [r[k] for r in runs if math.isfinite(r[k])]
+        out[k] = statistics.median(finite) if finite else math.nan
+    diverged = [r["diverged_round"] for r in runs if r["diverged_round"] is not None]
+    reached = sum(r["reached"] for r in runs)
+    return {**out, "reached": out["bits_to_target"] is not None, "seeds_reached": f"{reached}/{len(runs)}",
+            "diverged_seeds": len(diverged), "diverged_round": min(diverged) if diverged else None}
+
+
+def median_interval(values, level=0.95):
+    """``(low, high, coverage)``: a distribution-free interval for the median of the population ``values`` sample.
+
+    With the n values sorted, x(1) <= ... <= x(n), the interval [x(k), x(n+1-k)] holds the population median
+    with probability at least 1 - 2 P(B <= k-1), B ~ Binomial(n, 1/2) (exactly, for a continuous distribution;
+    the sign-test interval). ``k`` is the largest with coverage >= ``level``; when even k = 1, [min, max], falls
+    short (n <= 5) it is [min, max] with its smaller coverage: 5 values give 93.75%, 4 give 87.5%.
+    """
+    n, xs = len(values), sorted(values)
+
+    def coverage(k):
+        return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2 ** n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return xs[k - 1], xs[n - k], coverage(k)
+
+
+def point_results(comparison, point, results):
+    """The results of every seed of one grid point, in seed order."""
+    return [results[r.run_name] for r in comparison.seeded(point)]
+
+
+def winner(comparison, contender, results):
+    """The contender's best grid point and its summary over seeds."""
+    summaries = [summarize(point_results(comparison, p, results), comparison.target) for p in contender.points]
+    i = best_index(summaries, comparison.target)
+    return contender.points[i], summaries[i]
+
+
+def table_rows(comparison, results):
+    """One row per contender: its best grid point's medians over seeds, interval, edges and tuning cost."""
     rows = []
     for c in comparison.contenders:
-        res = [results[p.run_name] for p in c.points]
-        i = best_index(res, target)
-        r = res[i]
-        seeds = [r, *repeats.get(c.label, [])]
-        bits = [s["bits_to_target"] for s in seeds if s["reached"]]
+        point, summary = winner(comparison, c, results)
+        seeds = point_results(comparison, point, results)
+        low, high, cover = median_interval([r["bits_to_target"] if r["reached"] else math.inf for r in seeds])
+        every = [r for p in c.points for r in point_results(comparison, p, results)]
         rows.append({
             "label": c.label, "scheme": c.scheme, "codec": c.codec, "proposed": c.proposed,
-            "best_grid_point": c.points[i].describe(), **r,
+            "best_grid_point": point.describe(), "best_run": point.run_name,
+            "edge": "; ".join(f"{path}={side}" for path, side in edges(c, point)),
+            "grid_points": len(c.points), "seeds": comparison.seeds,
+            **{name: sum(share(r) for r in every) for name, share in COSTS.items()},
+            **summary,
+            "bits_to_target_low": _finite(low), "bits_to_target_high": _finite(high), "interval_coverage": cover,
             "ratio_to_best_baseline": None,
-            "seeds_reached": f"{len(bits)}/{len(seeds)}",
-            "bits_to_target_median": statistics.median(bits) if bits else None,
-            "bits_to_target_min": min(bits) if bits else None,
-            "bits_to_target_max": max(bits) if bits else None,
         })
     base = [r["bits_to_target"] for r in rows if not r["proposed"] and r["reached"]]
     if base:
@@ -127,14 +191,20 @@ def table_rows(comparison, results, repeats):
 
 
 def sweep_rows(comparison, results):
-    """Every (contender, grid point) run, with the winner of each contender marked."""
+    """Every run (contender, grid point, seed), with the extension step that added its point and the winner marked."""
     out = []
     for c in comparison.contenders:
-        res = [results[p.run_name] for p in c.points]
-        win = best_index(res, comparison.target)
-        for i, (p, r) in enumerate(zip(c.points, res)):
-            out.append({"label": c.label, "grid_point": p.describe(), "run": p.run_name, **r, "best": i == win})
+        best, _ = winner(comparison, c, results)
+        for p in c.points:
+            for run in comparison.seeded(p):
+                out.append({"label": c.label, "grid_point": p.describe(), "grid_step": c.step[p.run_name],
+                            "seed": run.cfg.run.seed, "run": run.run_name, **results[run.run_name],
+                            "best": p is best})
     return out
+
+
+def _finite(v):
+    return v if math.isfinite(v) else None
 
 
 def write_csv(path, rows, columns):
@@ -146,35 +216,52 @@ def write_csv(path, rows, columns):
 
 
 def markdown(comparison, rows, meta):
-    """table.md: the setting, the rule, and one line per contender (winners of the tuning grid)."""
-    t = comparison.target
-    lines = [
-        f"# {comparison.name}: {t.count} bits to reach {t}",
-        "",
-        meta,
-        "",
-        f"| contender | best grid point | {t.count} bits to target | rounds | vs best baseline | "
-        f"final {t.metric} | uplink to target | downlink to target | total to target | uplink bits/coord |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    """table.md: the setting, the rule, and one line per contender (winners of the tuning grid).
+
+    The interval and seeds-reached columns appear only with more than one seed.
+    """
+    t, many = comparison.target, comparison.seeds > 1
+    cover = f"{100 * rows[0]['interval_coverage']:.6g}%" if rows else ""
+    columns = [
+        ("contender", "---", lambda r: f"**{r['label']}**" if r["proposed"] else r["label"]),
+        ("best grid point", "---", lambda r: r["best_grid_point"]),
+        ("on grid edge", "---", lambda r: r["edge"].replace("; ", ", ")),
+        ("runs (points x seeds)", "---:", lambda r: f"{r['evaluated_runs']} ({r['grid_points']}x{r['seeds']})"),
+        (f"{t.count} bits to target" + (f", median of {comparison.seeds} seeds" if many else ""), "---:", _target_cell),
+        *([(f"{cover} interval", "---:", _interval_cell), ("seeds reached", "---:", lambda r: r["seeds_reached"])]
+          if many else []),
+        ("rounds", "---:", lambda r: _number(r["rounds_to_target"])),
+        ("vs best baseline", "---:",
+         lambda r: "" if r["ratio_to_best_baseline"] is None else f"{r['ratio_to_best_baseline']:.3g}x"),
+        (f"final {t.metric}", "---:", lambda r: f"{r['final_metric']:.4g}"),
+        *[(f"{c} to target", "---:", lambda r, c=c: _bits(r[f"{c}_bits_to_target"])) for c in COUNTS],
+        ("uplink bits/coord", "---:", lambda r: f"{r['uplink_bits_per_coordinate']:.3g}"),
     ]
+    lines = [f"# {comparison.name}: {t.count} bits to reach {t}", "", meta, "",
+             "| " + " | ".join(h for h, _, _ in columns) + " |",
+             "|" + "|".join(a for _, a, _ in columns) + "|"]
     for r in sorted(rows, key=_order):
-        name = f"**{r['label']}**" if r["proposed"] else r["label"]
-        if r["reached"]:
-            bits, rounds = _bits(r["bits_to_target"]), str(r["rounds_to_target"])
-            ratio = "" if r["ratio_to_best_baseline"] is None else f"{r['ratio_to_best_baseline']:.3g}x"
-        else:
-            bits, rounds, ratio = f"not reached (best {r['best_metric']:.4g})", "", ""
-        if r["diverged_round"] is not None:
-            bits += f" (diverged in round {r['diverged_round']})"
-        if comparison.repeats > 1 and r["bits_to_target_median"] is not None:
-            bits += (f" [{r['seeds_reached']} seeds: {_bits(r['bits_to_target_min'])}"
-                     f"-{_bits(r['bits_to_target_max'])}]")
-        elif comparison.repeats > 1:
-            bits += f" [{r['seeds_reached']} seeds]"
-        counts = " | ".join(_bits(r[f"{c}_bits_to_target"]) if r["reached"] else "" for c in COUNTS)
-        lines.append(f"| {name} | {r['best_grid_point']} | {bits} | {rounds} | {ratio} | {r['final_metric']:.4g} | "
-                     f"{counts} | {r['uplink_bits_per_coordinate']:.3g} |")
+        lines.append("| " + " | ".join(cell(r) for _, _, cell in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _target_cell(r):
+    cell = _bits(r["bits_to_target"]) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
+    if r["diverged_round"] is not None:
+        seeds = f"{r['diverged_seeds']} of {r['seeds']} seeds diverged, first" if r["seeds"] > 1 else "diverged"
+        cell += f" ({seeds} in round {r['diverged_round']})"
+    return cell
+
+
+def _interval_cell(r):
+    low, high = r["bits_to_target_low"], r["bits_to_target_high"]
+    if low is None:
+        return ""
+    return f"{_bits(low)} - {_bits(high) if high is not None else 'not reached'}"
+
+
+def _number(v):
+    return "" if v is None else f"{v:g}"
 
 
 def _order(r):
@@ -183,6 +270,8 @@ def _order(r):
 
 
 def _bits(n):
+    if n is None:
+        return ""
     n = float(n)
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= scale:

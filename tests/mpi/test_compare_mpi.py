@@ -1,5 +1,6 @@
 """A comparison under MPI equals the same comparison in one process: ``mpirun -n 3 python -m pytest --with-mpi
 -m mpi tests/mpi/test_compare_mpi.py``."""
+import csv
 import filecmp
 
 import pytest
@@ -17,6 +18,7 @@ def comparison(root, workers):
         "base": {"task": {"name": "logreg", "dataset": "breast_cancer"},
                  "optim": {"lr": 0.5}, "run": {"rounds": 6, "eval_every": 1, "workers": workers}},
         "target": {"metric": "test_accuracy", "at_least": 0.9},
+        "seeds": 2, "grid_policy": "extend", "grid_extend_max": 1,  # rank 0 decides extensions for every rank
         "contenders": [
             {"label": "fp32", "scheme": "direct", "grid": {"optim.lr": [0.5, 1.0]}},
             {"label": "fp16", "scheme": "direct", "codec": "fp16", "proposed": True,
@@ -37,6 +39,9 @@ def test_comparison_under_mpi_writes_the_same_tables_and_runs_as_in_one_process(
     a, b = tmp_path / "mpi" / "tiny", tmp_path / "local" / "tiny"
     for name in ("table.csv", "sweep.csv", "table.md"):
         assert filecmp.cmp(a / name, b / name, shallow=False), name
-    for run in ("fp32-lr0.5", "fp32-lr1", "fp16-lr0.5", "fp16-lr1"):
+    with open(a / "sweep.csv") as f:
+        runs = [r["run"] for r in csv.DictReader(f)]
+    assert {"fp32-lr1-seed1", "fp32-lr2"} <= set(runs)  # a second seed and an extension step ran
+    for run in runs:
         assert rows(a / "runs" / run / "metrics.csv") == rows(b / "runs" / run / "metrics.csv")
         assert rows(a / "runs" / run / "agents.csv") == rows(b / "runs" / run / "agents.csv")

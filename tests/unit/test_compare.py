@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from psgrad.compare import __main__ as cli
+from psgrad.compare import figures
 from psgrad.compare import from_dict, load, reach, run_comparison, run_result
-from psgrad.compare.spec import Target
+from psgrad.compare.spec import Target, beyond
 from psgrad.compare.sweep import check_target
-from psgrad.compare.table import COLUMNS, best_index
+from psgrad.compare.table import COLUMNS, best_index, median_interval, summarize
 from psgrad.errors import ConfigError
 from psgrad.runtime.results import read_metrics
 
@@ -155,7 +156,11 @@ def test_a_contender_that_misses_the_target_reports_its_best_value_and_no_ratio(
     ({"contenders": []}, "non-empty list"),
     ({"colour": 1}, "unknown key colour"),
     ({"name": "a/b"}, "plain folder name"),
-    ({"repeats": 0}, "repeats"),
+    ({"seeds": 0}, r"^seeds: expected an int >= 1"),
+    ({"seeds": True}, "seeds: expected an int"),
+    ({"repeats": 3}, "^repeats: no longer a key; write seeds: S instead"),
+    ({"grid_policy": "grow"}, r"^grid_policy: expected one of fixed, extend, got 'grow'$"),
+    ({"grid_extend_max": -1}, "^grid_extend_max: expected an int >= 0"),
     ({"base": {"scheme": {"name": "tpc"}}}, "must not set a scheme"),
     ({"base": {"run": {"rounds": -1}}}, "base: run.rounds"),
 ])
@@ -220,14 +225,14 @@ def test_overrides_reach_the_base_config_and_yaml_exponents_are_numbers(tmp_path
     assert comparison.points[0].cfg.run.results_dir == str(tmp_path / "tiny" / "runs")
 
 
-def test_extra_seeds_rerun_each_winner_and_resume_skips_finished_runs(tmp_path):
-    comparison = tiny(tmp_path, fixed_lr=0.1, repeats=2)
+def test_seeds_run_every_grid_point_and_resume_skips_finished_runs(tmp_path):
+    comparison = tiny(tmp_path, fixed_lr=0.1, seeds=2)
     rows = run_comparison(comparison, progress=False)
     runs = sorted(p.name for p in (tmp_path / "tiny" / "runs").iterdir())
     assert runs == ["fp16-lr0.1", "fp16-lr0.1-seed1", "fp32-lr0.1", "fp32-lr0.1-seed1"]
     assert all(r["seeds_reached"] == "2/2" for r in rows)
     stamp = (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns
-    again = run_comparison(tiny(tmp_path, fixed_lr=0.1, repeats=2), progress=False, resume=True)
+    again = run_comparison(tiny(tmp_path, fixed_lr=0.1, seeds=2), progress=False, resume=True)
     assert (tmp_path / "tiny" / "runs" / "fp32-lr0.1" / "metrics.csv").stat().st_mtime_ns == stamp
     assert again == rows
 
@@ -254,3 +259,129 @@ def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
             "sparse_dither", "spherical", "tpc-fp32"} <= labels
     assert {c.label for c in comparison.contenders if c.proposed} == {
         label for label in labels if label.startswith(("tpc", "sparse_dither", "spherical"))}
+
+
+def test_seeds_give_the_median_bits_its_order_statistics_interval_and_seeds_reached_of_the_per_seed_runs(tmp_path):
+    comparison = tiny(tmp_path, fixed_lr=0.03, seeds=5, target={"metric": "suboptimality", "at_most": 0.4})
+    run_comparison(comparison, progress=False)
+    out = tmp_path / "tiny"
+    sweep, table = read_csv(out / "sweep.csv"), read_csv(out / "table.csv")
+    assert [r["seed"] for r in sweep] == ["0", "1", "2", "3", "4"] * 2
+    for row in table:
+        seeds = [r for r in sweep if r["label"] == row["label"]]
+        bits = sorted(int(r["bits_to_target"]) if r["reached"] == "True" else math.inf for r in seeds)
+        reached = sum(b < math.inf for b in bits)
+        assert 0 < reached < 5  # some seeds miss the target: the case where the median must count them
+        assert row["seeds_reached"] == f"{reached}/5"
+        assert row["reached"] == str(bits[2] < math.inf)
+        assert row["bits_to_target"] == (str(bits[2]) if bits[2] < math.inf else "")
+        # 5 seeds: the order-statistics interval of the median is [min, max], coverage 1 - 2/2^5
+        assert (row["bits_to_target_low"], row["bits_to_target_high"]) == (
+            str(bits[0]), str(bits[4]) if bits[4] < math.inf else "")
+        assert float(row["interval_coverage"]) == 0.9375
+        assert (row["grid_points"], row["seeds"], row["evaluated_runs"], row["evaluated_rounds"]) == ("1", "5", "5",
+                                                                                                      "60")
+    text = (out / "table.md").read_text()
+    assert "median of 5 seeds | 93.75% interval | seeds reached |" in text
+    # the figures, drawn again from the folder, band every contender's 5 seeds
+    fig = figures.figure(comparison, [(c.label, c.proposed, [read_metrics(out / "runs" / r["run"]) for r in sweep
+                                                            if r["label"] == c.label]) for c in comparison.contenders],
+                         "bits")
+    assert len(fig.axes[0].collections) == 2 and "median and range over 5 seeds" in fig.get_suptitle()
+    assert [p.name for p in figures.redraw(out, tmp_path / "again")] == ["bits.png", "rounds.png"]
+
+
+def test_the_median_curve_takes_each_round_over_the_seeds_that_evaluated_it():
+    runs = [[{"round": 0.0, "bits": 0.0, "loss": 1.0}, {"round": 1.0, "bits": 10.0},
+             {"round": 2.0, "bits": 20.0, "loss": 0.5}],
+            [{"round": 0.0, "bits": 0.0, "loss": 1.0}, {"round": 1.0, "bits": 14.0},
+             {"round": 2.0, "bits": 30.0, "loss": 0.2}],
+            [{"round": 0.0, "bits": 0.0, "loss": 3.0}]]  # diverged after round 0
+    xs, mid, low, high = figures.median_curve(runs, "loss", "bits")
+    assert xs == [0.0, 25.0] and mid == [1.0, 0.35] and low == [1.0, 0.2] and high == [3.0, 0.5]
+
+
+@pytest.mark.parametrize("n, k, coverage", [(1, 1, 0.0), (4, 1, 0.875), (5, 1, 0.9375), (6, 1, 0.96875),
+                                            (8, 1, 1 - 2 / 256), (9, 2, 1 - 2 * 10 / 512), (17, 5, None)])
+def test_the_median_interval_is_the_widest_needed_order_statistics_pair_with_its_exact_binomial_coverage(n, k,
+                                                                                                     coverage):
+    values = [10 * i for i in range(n, 0, -1)]  # unsorted on purpose
+    low, high, cover = median_interval(values)
+    assert (low, high) == (10 * k, 10 * (n + 1 - k))
+    exact = 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2 ** n
+    assert cover == exact and (coverage is None or cover == coverage)
+    if n >= 6:  # the narrowest such pair: one order statistic further in falls below 95%
+        assert cover >= 0.95 and 1 - 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2 ** n < 0.95
+
+
+def test_a_winner_on_the_edge_of_a_numeric_grid_axis_is_flagged_and_an_interior_one_is_not(tmp_path):
+    data = copy.deepcopy(TINY)
+    data["results_dir"] = str(tmp_path)
+    data["base"]["run"]["rounds"] = 20
+    data["contenders"][0]["grid"] = {"optim.lr": [0.32, 0.64, 1.28]}  # 0.64: the best of three (1.28 diverges)
+    data["contenders"][1]["grid"] = {"optim.lr": [0.04, 0.08, 0.16]}  # 0.16: the largest and best
+    data["target"] = {"metric": "suboptimality", "at_most": 1e-3}
+    rows = {r["label"]: r for r in run_comparison(from_dict(data), progress=False)}
+    assert (rows["fp32"]["best_grid_point"], rows["fp32"]["edge"]) == ("lr=0.64", "")
+    assert (rows["fp16"]["best_grid_point"], rows["fp16"]["edge"]) == ("lr=0.16", "optim.lr=max")
+    assert "| lr=0.16 | optim.lr=max |" in (tmp_path / "tiny" / "table.md").read_text()
+
+
+def extending(tmp_path, cap):
+    """One contender whose bits-to-target optimum (lr 0.64; 1.28 diverges) lies far above its grid [0.04, 0.08]."""
+    data = copy.deepcopy(TINY)
+    data.update(results_dir=str(tmp_path), grid_policy="extend", grid_extend_max=cap,
+                target={"metric": "suboptimality", "at_most": 1e-3})
+    data["base"]["run"]["rounds"] = 20
+    data["contenders"] = [{"label": "fp32", "scheme": "direct", "grid": {"optim.lr": [0.04, 0.08]}}]
+    (row,) = run_comparison(from_dict(data), progress=False)
+    return row, read_csv(tmp_path / "tiny" / "sweep.csv")
+
+
+def test_extend_doubles_the_edge_value_until_the_winner_is_interior(tmp_path):
+    row, sweep = extending(tmp_path, cap=5)
+    lrs = [(r["grid_point"], r["grid_step"]) for r in sweep]
+    assert lrs == [("lr=0.04", "0"), ("lr=0.08", "0"), ("lr=0.16", "1"), ("lr=0.32", "2"), ("lr=0.64", "3"),
+                   ("lr=1.28", "4")]
+    assert (row["best_grid_point"], row["edge"], row["reached"]) == ("lr=0.64", "", True)
+    # each step ran because the best point of the grid so far was its largest value
+    for step in range(1, 5):
+        earlier = [r for r in sweep if int(r["grid_step"]) < step]
+        results = [{"reached": r["reached"] == "True", "final_metric": float(r["final_metric"]),
+                    "bits_to_target": int(r["bits_to_target"]) if r["bits_to_target"] else None} for r in earlier]
+        assert best_index(results, Target("suboptimality", 1e-3, "at_most")) == len(earlier) - 1
+    assert (row["grid_points"], row["evaluated_runs"], row["evaluated_rounds"]) == (6, 6, 120)
+    assert "| 6 (6x1) |" in (tmp_path / "tiny" / "table.md").read_text()
+
+
+def test_extend_stops_at_the_cap_and_the_winner_stays_flagged(tmp_path):
+    row, sweep = extending(tmp_path, cap=2)
+    assert [r["grid_point"] for r in sweep] == ["lr=0.04", "lr=0.08", "lr=0.16", "lr=0.32"]
+    assert (row["best_grid_point"], row["edge"], row["evaluated_runs"]) == ("lr=0.32", "optim.lr=max", 4)
+
+
+@pytest.mark.parametrize("values, side, new", [
+    ([0.2, 0.4], "max", 0.8), ([0.2, 0.4], "min", 0.1), ([2, 8], "max", 16), ([3, 8], "min", 2), ([2, 8], "min", 1),
+    ([1, 8], "min", None), ([0.0, 0.5], "min", None), ([-1, 1], "max", None), ([1, 2.5], "min", 0.5)])
+def test_the_next_grid_value_is_twice_the_largest_or_half_the_smallest_and_integer_axes_stay_integer(values, side,
+                                                                                                     new):
+    got = beyond(values, side)
+    assert got == new and type(got) is type(new)
+
+
+def test_a_grid_point_reaches_the_target_only_when_more_than_half_of_its_seeds_do():
+    t = Target("test_loss", 0.1, "at_most")
+    runs = [{"reached": r, "bits_to_target": b, "final_metric": f, "best_metric": f, "diverged_round": d,
+             **{k: b for k in ("uplink_bits_to_target", "downlink_bits_to_target", "total_bits_to_target",
+                               "rounds_to_target", "wire_bytes_to_target")},
+             "total_uplink_bits": 10, "total_downlink_bits": 20, "uplink_bits_per_coordinate": 1.0}
+            for r, b, f, d in [(True, 100, 0.05, None), (False, None, 0.2, None), (False, None, math.nan, 7),
+                               (True, 300, 0.01, None)]]
+    s = summarize(runs, t)
+    # 2 of 4 seeds reached: the median (mean of the 2nd and 3rd of 100, 300, inf, inf) is infinite
+    assert (s["reached"], s["bits_to_target"], s["seeds_reached"]) == (False, None, "2/4")
+    # final metric: NaN counts as the worst; median of 0.01, 0.05, 0.2, worst is (0.05 + 0.2) / 2
+    assert s["final_metric"] == pytest.approx(0.125)
+    assert (s["diverged_seeds"], s["diverged_round"]) == (1, 7)
+    s3 = summarize(runs[:1] + runs[3:] + runs[1:2], t)
+    assert (s3["reached"], s3["bits_to_target"], s3["seeds_reached"]) == (True, 300, "2/3")

@@ -194,7 +194,7 @@ def test_comparison_figures_name_the_setting_in_the_title_and_scheme_or_codec_in
     comparison = from_dict(data)
     rows = [{"round": 0.0, "cum_up_payload_bits": 0.0, "suboptimality": 1.0},
             {"round": 1.0, "cum_up_payload_bits": 640.0, "suboptimality": 0.5}]
-    curves = [(c.label, c.proposed, rows) for c in comparison.contenders]
+    curves = [(c.label, c.proposed, [rows]) for c in comparison.contenders]
     fig = figure(comparison, curves, "bits")
     assert fig.get_suptitle() == "linreg on synthetic data (d=200), 8 agents\nbest grid point of each contender"
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
