@@ -21,8 +21,9 @@ from .errors import ConfigError
 class TaskConfig:
     """The learning problem and how its data is split among agents."""
 
-    name: str = "logreg"            # linreg | logreg | mlp | cnn | package.module:attr | an entry point
-    dataset: str = "breast_cancer"  # breast_cancer | digits | wine | iris | path to a LIBSVM file
+    name: str = "logreg"            # linreg | logreg | mlp | cnn | charlm | package.module:attr | an entry point
+    dataset: str = "breast_cancer"  # breast_cancer | digits | wine | iris | mnist | path to a LIBSVM file;
+                                    # charlm: shakespeare
     partition: str = "dirichlet"    # iid | dirichlet | classes
     alpha: float = 0.5              # Dirichlet concentration (partition=dirichlet)
     classes_per_agent: int = 2      # partition=classes
@@ -30,7 +31,7 @@ class TaskConfig:
     hidden: int = 64                # mlp width
     test_fraction: float = 0.2      # held-out share of the data
     dim: int = 50                   # linreg: number of features
-    samples_per_agent: int = 100    # linreg
+    samples_per_agent: int = 100    # linreg; charlm: training samples per client (role)
     heterogeneity: float = 1.0      # linreg: spread of the agents' local optima
     noise: float = 0.1              # linreg: label noise
     l2: float = 0.0                 # L2 regularisation in the training loss

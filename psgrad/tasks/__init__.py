@@ -18,6 +18,7 @@ import sys
 
 from ..errors import ConfigError
 from ..registry import Listing, construct, names as registry_names, resolve
+from .charlm import build_charlm
 from .classification import build_cnn, build_logreg, build_mlp
 from .linreg import LinRegTask, build_linreg
 from .partition import PARTITIONS, partition
@@ -30,6 +31,7 @@ TASKS = {
     "logreg": build_logreg,
     "mlp": build_mlp,
     "cnn": build_cnn,
+    "charlm": build_charlm,
 }
 
 

@@ -378,11 +378,13 @@ def test_evaluate_returns_exactly_the_metric_names():
 # Errors -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg,message", [
-    (TaskConfig(name="svm"), "unknown task 'svm'; known: cnn, linreg, logreg, mlp"),
-    (TaskConfig(name="logreg", dataset="mnist"), "'mnist' is neither .*valid: breast_cancer, .*digits.*LIBSVM"),
+    (TaskConfig(name="svm"), "unknown task 'svm'; known: charlm, cnn, linreg, logreg, mlp"),
+    (TaskConfig(name="logreg", dataset="emnist"), "'emnist' is neither .*valid: breast_cancer, .*digits.*mnist.*LIBSVM"),
+    (TaskConfig(name="mlp", dataset="shakespeare"), "'shakespeare' is a text dataset \\(task charlm\\); valid"),
+    (TaskConfig(name="linreg", dataset="mnist"), "'mnist' is a classification dataset; valid for a regression"),
     (TaskConfig(name="mlp", dataset="/no/such/file.svm"), "'/no/such/file.svm' is neither"),
     (TaskConfig(name="logreg", dataset="diabetes"), "regression dataset; valid for a classification task: breast_cancer"),
-    (TaskConfig(name="cnn", dataset="wine"), "image dataset.*valid: digits"),
+    (TaskConfig(name="cnn", dataset="wine"), "image dataset.*valid: digits, mnist"),
     (TaskConfig(name="logreg", partition="pathological"), "unknown partition.*valid: classes, dirichlet, iid"),
     (TaskConfig(name="logreg", batch_size=-1), "batch_size must be >= 0"),
     (TaskConfig(name="mlp", hidden=0), "hidden must be >= 1"),
@@ -403,4 +405,4 @@ def test_a_file_that_is_not_libsvm_is_a_config_error(tmp_path):
 
 
 def test_registry_holds_every_task_the_config_names():
-    assert set(TASKS) == {"linreg", "logreg", "mlp", "cnn"}
+    assert set(TASKS) == {"linreg", "logreg", "mlp", "cnn", "charlm"}
