@@ -54,6 +54,7 @@ class SchemeConfig:
     granularity: str = "model"  # model | tensor: compress the flat gradient, or each parameter tensor on its own
     min_size: int = 0           # tensors with fewer elements are sent as fp32
     warmup_rounds: int = 0      # the first rounds are sent as fp32 (docs/schemes.md, "Per-tensor compression")
+    ema: float = 0.0            # the agent sends a moving average of its gradients with this decay (0: the gradient)
 
 
 @dataclass
@@ -161,7 +162,7 @@ _NON_NEGATIVE = {("run", "workers"), ("task", "batch_size"), ("task", "noise"), 
                  ("run", "deadline"), ("run", "mirror_memory"), ("clock", "uplink_mbps"), ("clock", "downlink_mbps"),
                  ("clock", "samples_per_s"), ("clock", "spread")}
 _UNIT = {("optim", "momentum"), ("task", "test_fraction"), ("optim", "step_gamma"), ("task", "local_momentum"),
-         ("run", "dropout"), ("optim", "beta1"), ("optim", "beta2")}
+         ("run", "dropout"), ("optim", "beta1"), ("optim", "beta2"), ("scheme", "ema")}
 
 
 def from_dict(data):

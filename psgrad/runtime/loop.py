@@ -57,9 +57,9 @@ def build_scheme(cfg, task, codec=None):
 
 
 def wrap_scheme(cfg, sc, task):
-    """``sc`` with the config's ``scheme.granularity``, ``min_size`` and ``warmup_rounds`` over ``task``."""
+    """``sc`` with the config's ``scheme.granularity``, ``min_size``, ``warmup_rounds`` and ``ema`` over ``task``."""
     s = cfg.scheme
-    return wrap(sc, task.flat.shapes, s.granularity, s.min_size, s.warmup_rounds)
+    return wrap(sc, task.flat.shapes, s.granularity, s.min_size, s.warmup_rounds, s.ema)
 
 
 class Stopped(PsgradError):

@@ -13,6 +13,7 @@ from .ef import EF
 from .ef21 import EF21
 from .lag import Lag
 from .powersgd import PowerSGD
+from .smooth import Smoothed
 from .tensorwise import Tensorwise
 from .tpc import TPC
 from .warmup import Warmup, wrap

@@ -31,6 +31,7 @@ from .lag import Lag
 from .powersgd import PowerSGD
 from .predictor import push
 from .shift import ShiftState
+from .smooth import Smoothed
 from .tensorwise import GRANULARITIES, Tensorwise
 from .tpc import TPC
 
@@ -115,13 +116,14 @@ class Warmup(Scheme):
         return self.inner.estimate(state)
 
 
-def wrap(scheme, shapes=None, granularity="model", min_size=0, warmup_rounds=0):
-    """``scheme`` with the ``scheme.granularity``, ``scheme.min_size`` and ``scheme.warmup_rounds`` settings.
+def wrap(scheme, shapes=None, granularity="model", min_size=0, warmup_rounds=0, ema=0.0):
+    """``scheme`` with the ``scheme.granularity``, ``min_size``, ``warmup_rounds`` and ``ema`` settings.
 
     ``shapes``: the task's tensor layout ``[(name, shape)]`` in flat order (``task.flat.shapes``); needed
     unless ``granularity="model"`` and ``min_size=0``. Returns ``scheme`` itself for the defaults
-    (model, 0, 0), ``Tensorwise`` around it for ``granularity="tensor"`` or ``min_size > 0``, and
-    ``Warmup`` outermost for ``warmup_rounds > 0``.
+    (model, 0, 0, 0), ``Tensorwise`` around it for ``granularity="tensor"`` or ``min_size > 0``, ``Warmup``
+    around that for ``warmup_rounds > 0``, and ``Smoothed`` outermost for ``ema > 0``: the agent's moving
+    average is what every other layer sees, warm-up rounds included.
     """
     if granularity not in GRANULARITIES:
         raise ConfigError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
@@ -129,4 +131,6 @@ def wrap(scheme, shapes=None, granularity="model", min_size=0, warmup_rounds=0):
         scheme = Tensorwise(scheme, shapes, granularity, min_size)
     if warmup_rounds != 0:
         scheme = Warmup(scheme, warmup_rounds)
+    if ema != 0:
+        scheme = Smoothed(scheme, ema)
     return scheme

@@ -25,8 +25,19 @@ def representative_codec(scheme_name, d=31):
 # regression's weights are too small to gain and would go whole).
 RUN_SETTINGS = {"powersgd": ("scheme.granularity=tensor", "task.name=mlp", "task.hidden=8")}
 
+# Variants that a config setting builds around a registered scheme, tested as schemes of their own: name ->
+# (the registered scheme, its settings). TPC on the agent's moving average of its gradients (scheme.ema) has
+# private state of its own, which checkpoints and rollbacks must carry.
+VARIANTS = {"tpc+ema": ("tpc", ("scheme.ema=0.9",))}
 
-def run_settings(scheme_name):
-    """The config overrides of a run of scheme ``scheme_name`` with its representative codec."""
+
+def under_test():
+    """Every registered scheme, then every variant."""
+    return [*psgrad.schemes(), *VARIANTS]
+
+
+def run_settings(name):
+    """The config overrides of a run of scheme (or variant) ``name`` with its representative codec."""
+    scheme_name, settings = VARIANTS.get(name, (name, ()))
     return [f"scheme.name={scheme_name}", f"scheme.codec={representative_codec(scheme_name)}",
-            *RUN_SETTINGS.get(scheme_name, ())]
+            *RUN_SETTINGS.get(scheme_name, ()), *settings]

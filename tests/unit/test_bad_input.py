@@ -10,7 +10,7 @@ from psgrad.errors import DecodeError, PsgradError
 from psgrad.runtime import worker as worker_mod
 from psgrad.runtime.loop import build, resolve_workers, run_local
 from psgrad.schemes import digest
-from schemes_under_test import run_settings
+from schemes_under_test import run_settings, under_test
 
 BAD_AGENT, BAD_ROUND = 1, 2
 
@@ -80,7 +80,7 @@ def test_a_bad_message_stops_the_run_naming_agent_and_round(tmp_path, monkeypatc
 def drop_cases():
     """Every scheme with a payload bit flip; every corruption with the most stateful scheme."""
     richest = "tpc" if "tpc" in psgrad.schemes() else "direct"
-    cases = [(s, "payload bit flip") for s in psgrad.schemes()]
+    cases = [(s, "payload bit flip") for s in under_test()]
     return cases + [(richest, kind) for kind in CORRUPTIONS if (richest, kind) not in cases]
 
 
@@ -130,7 +130,7 @@ def test_a_nonfinite_gradient_stops_the_run_by_default_naming_agent_and_round(tm
     assert info.value.psgrad_where == (1, 2)
 
 
-@pytest.mark.parametrize("scheme_name", psgrad.schemes())
+@pytest.mark.parametrize("scheme_name", under_test())
 def test_under_skip_a_nonfinite_gradient_sends_a_skipped_message_and_changes_no_state(tmp_path, scheme_name):
     cfg, summary, server = run(tmp_path, "run.nonfinite=skip", *run_settings(scheme_name),
                                task_hook=lambda task: nan_gradient_at(task, 1, 2))
