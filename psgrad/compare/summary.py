@@ -32,10 +32,11 @@ from pathlib import Path
 
 from .. import config as config_mod
 from ..errors import ConfigError
+from ..tasks.linreg import SYNTHETIC
+from .figures import SIGNS
 from .spec import DIRECTIONS
 from .table import format_bits, median_interval
 
-SIGNS = {"at_most": "\u2264", "at_least": "\u2265"}
 # The contenders a row names: column header -> which rows of table.csv compete for it.
 GROUPS = {
     "fp32": lambda r: r["label"] == "fp32",
@@ -125,20 +126,23 @@ def ratio_cell(sweep, tpc, baseline, column):
     mid, low, high, n = got
 
     def fmt(v):
-        return "inf" if math.isinf(v) else f"{v:.2g}x"
+        return "inf" if math.isinf(v) else f"{v:.3g}x"
     return fmt(mid) + (f" ({fmt(low)} - {fmt(high)})" if n > 1 else "")
 
 
 def title(source):
-    """``logreg breast_cancer, Dirichlet(0.5), 64 agents, GD, train_loss <= 0.055``, from the comparison's base."""
+    """``logreg breast_cancer, Dirichlet(0.5), 64 agents, GD, train_loss <= 0.055``, from the comparison's base
+    (synthetic linreg: its heterogeneity, since each agent draws its own data and no partition applies)."""
     cfg = config_mod.from_dict(source.get("base") or {})
     t, r = cfg.task, cfg.run
     data = f"d={t.dim}" if t.name == "linreg" else t.dataset
     split = {"iid": "iid", "dirichlet": f"Dirichlet({t.alpha:g})", "classes": f"{t.classes_per_agent} classes"}
-    agents = (r.clients or (r.workers or 8) * r.agents_per_worker)
+    synthetic = t.name == "linreg" and t.dataset in SYNTHETIC
+    split = f"heterogeneity {t.heterogeneity:g}" if synthetic else split[t.partition]
+    agents = r.clients or (r.workers or 8) * r.agents_per_worker
     target = source["target"]
     direction = next(k for k in DIRECTIONS if k in target)
-    return (f"{t.name} {data}, {split[t.partition]}, {agents} agents, "
+    return (f"{t.name} {data}, {split}, {agents} agents, "
             f"{'GD' if t.batch_size == 0 else f'SGD (batch {t.batch_size})'}, "
             f"{target['metric']} {SIGNS[direction]} {target[direction]:g}")
 

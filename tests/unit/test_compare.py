@@ -484,7 +484,7 @@ def test_the_summary_gives_each_group_its_best_winner_and_tpc_against_the_best_b
     head, rule, row = printed.out.splitlines()
     assert head.startswith("| experiment | seeds | fp32 | best baseline | best TPC | best sparse_dither / spherical |")
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == f"[linreg d=8, Dirichlet(0.5), 2 agents, GD, suboptimality \u2264 0.3]({out.as_posix()}/table.md)"
+    assert cells[0] == f"[linreg d=8, heterogeneity 1, 2 agents, GD, suboptimality \u2264 0.3]({out.as_posix()}/table.md)"
     assert cells[1] == "3"
     table = {r["label"]: r for r in read_csv(out / "table.csv")}
     sweep = read_csv(out / "sweep.csv")
@@ -500,7 +500,7 @@ def test_the_summary_gives_each_group_its_best_winner_and_tpc_against_the_best_b
         def by_seed(label):
             return [float(r[column]) for r in sorted((r for r in sweep if r["label"] == label), key=lambda r: r["seed"])]
         ratios = sorted(a / b for a, b in zip(by_seed("tpc-fp32"), by_seed(base)))
-        assert cell == f"{ratios[1]:.2g}x ({ratios[0]:.2g}x - {ratios[2]:.2g}x)"
+        assert cell == f"{ratios[1]:.3g}x ({ratios[0]:.3g}x - {ratios[2]:.3g}x)"
     (tmp_path / "empty").mkdir()
     assert summary.main([str(tmp_path / "empty")]) == 2
     assert "empty: not a finished comparison (no compare.yaml, table.csv, sweep.csv)" in capsys.readouterr().err
