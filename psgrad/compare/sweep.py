@@ -98,8 +98,13 @@ def extend_grids(comparison, results, task, world, comm, tries, step, say):
     return [p for i, path, value in plan for p in comparison.contenders[i].extend(path, value, step)]
 
 
+# Left in a run folder by a run that diverged (it has no summary.json), so that ``--resume`` keeps its result.
+DIVERGED = "diverged.json"
+
+
 def run_point(point, comparison, comm, world, resume, bar, say):
-    """One run (skipped with ``resume`` when its folder already holds the same finished run); rank 0 gets its result."""
+    """One run (skipped with ``resume`` when its folder already holds the same finished or diverged run); rank 0
+    gets its result."""
     cfg = resolve_workers(copy.deepcopy(point.cfg), world)
     folder = Path(cfg.run.results_dir) / cfg.run.name
     done = resume and finished(folder, cfg) if (comm is None or comm.Get_rank() == 0) else None
@@ -109,6 +114,8 @@ def run_point(point, comparison, comm, world, resume, bar, say):
         bar.set_postfix_str(cfg.run.name, refresh=False)
     diverged = False
     if not done:
+        if comm is None or comm.Get_rank() == 0:
+            (folder / DIVERGED).unlink(missing_ok=True)
         task, sc = build(cfg)
         if comm is not None and world > 1:
             handshake(comm, cfg)
@@ -123,10 +130,11 @@ def run_point(point, comparison, comm, world, resume, bar, say):
                 diverged = True
                 where = getattr(e, "psgrad_where", (None, None))[1]
                 say(f"{cfg.run.name}: diverged in round {where}")
+                (folder / DIVERGED).write_text(json.dumps({"error": str(e)}) + "\n")
     if bar is None:
         return None
     bar.update(1)
-    if diverged:
+    if diverged or (folder / DIVERGED).is_file():
         return table.diverged_result(read_metrics(folder), comparison.target)
     if done:
         summary = json.loads((folder / "summary.json").read_text())
@@ -139,9 +147,10 @@ def is_divergence(exc):
 
 
 def finished(folder, cfg):
-    """Whether ``folder`` holds a complete run of exactly ``cfg``."""
+    """Whether ``folder`` holds a complete (or diverged) run of exactly ``cfg``."""
     try:
-        return (folder / "summary.json").is_file() and config_mod.load(folder / "config.yaml") == cfg
+        return (((folder / "summary.json").is_file() or (folder / DIVERGED).is_file())
+                and config_mod.load(folder / "config.yaml") == cfg)
     except ConfigError:
         return False
 
@@ -204,6 +213,13 @@ def describe(comparison):
     grids = (f"grids on whose edge a winner lay were extended (x2 past the largest value, /2 past the smallest, "
              f"at most {comparison.grid_extend_max} new values per axis side), so the runs column differs"
              if comparison.grid_policy == "extend" else "grids were not extended")
+    c = cfg.clock
+    clock = (f" Simulated clock: every client {c.uplink_mbps:g} Mbit/s up, "
+             f"{c.downlink_mbps or c.uplink_mbps:g} Mbit/s down, {c.samples_per_s:g} training samples/s"
+             f"{f' (log-normal spread {c.spread:g} per client)' if c.spread else ''}; a client's round is its "
+             f"compute, then the model's payload down, then its message's payload up, and a round lasts as long "
+             f"as its slowest client." if c.enabled and not c.trace else
+             f" Simulated clock from the trace {c.trace}." if c.trace else "")
     return (f"Task {t.name} on {dataset}, {workers} workers x {r.agents_per_worker} agents, {split[t.partition]} "
             f"partition, {batch}; server SGD (momentum {cfg.optim.momentum:g}); {r.rounds} rounds, evaluated every "
             f"{r.eval_every} round(s); {seeds}. Each contender was tuned over {comparison.grid_size()} grid points "
@@ -211,7 +227,7 @@ def describe(comparison):
             f"fewest {count} payload bits at the first evaluated round meeting the target (no interpolation), else "
             f"best final value. 'On grid edge' names a numeric axis whose largest (max) or smallest (min) value "
             f"won: the optimum may lie beyond the grid. Ratios divide by the fewest bits of any baseline; **bold** "
-            f"contenders are the proposed schemes. Downlink: {down}.")
+            f"contenders are the proposed schemes. Downlink: {down}.{clock}")
 
 
 def _quiet(line):

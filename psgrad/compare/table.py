@@ -4,13 +4,15 @@ Only evaluated rounds count (no interpolation): a run's bits-to-target is
 its cumulative payload bits at the first round whose evaluated metric meets
 the target, counted as the target says (``count``: uplink, downlink or
 their total), and its rounds-to-target is that round. The three counts to
-target are all given. Round 0 (the initial model, zero bits) counts like
+target are all given, and so are the simulated seconds to the same round
+when the runs have a clock (metrics.csv's ``sim_time``; see the ``clock``
+section of a run config). Round 0 (the initial model, zero bits) counts like
 any other.
 
 Seeds: every grid point runs on ``seeds`` seeds. Its numbers are medians
 over them (``summarize``), a seed that misses the target counting as
 infinitely many bits, so the median reaches the target only when more than
-half of the seeds do. The interval around the median bits is the
+half of the seeds do. The interval around each median count is the
 distribution-free order-statistics interval (``median_interval``).
 
 Best grid point: fewest median bits-to-target; among grid points whose
@@ -30,12 +32,15 @@ COSTS = {
     "evaluated_runs": lambda r: 1,
     "evaluated_rounds": lambda r: r["rounds_run"],
 }
-TO_TARGET = ("bits_to_target", *(f"{c}_bits_to_target" for c in COUNTS), "rounds_to_target",
-             "wire_bytes_to_target")
+# The counts to target that get an interval: the bits of every count, and the simulated seconds (with a clock).
+COUNTED = (*(f"{c}_bits_to_target" for c in COUNTS), "seconds_to_target")
+TO_TARGET = ("bits_to_target", *COUNTED, "rounds_to_target", "wire_bytes_to_target")
+INTERVALS = tuple(f"{k}_{end}" for k in ("bits_to_target", *COUNTED) for end in ("low", "high"))
 TOTALS = ("total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate")
 COLUMNS = ("label", "scheme", "codec", "proposed", "best_grid_point", "edge", "grid_points", "seeds",
            *COSTS, "reached", "seeds_reached", "bits_to_target", "bits_to_target_low", "bits_to_target_high",
-           "interval_coverage", *TO_TARGET[1:], "ratio_to_best_baseline", "final_metric", "best_metric",
+           "interval_coverage", *TO_TARGET[1:], *INTERVALS[2:], "ratio_to_best_baseline", "final_metric",
+           "best_metric",
            *TOTALS, "diverged_seeds", "diverged_round")
 SWEEP_COLUMNS = ("label", "grid_point", "grid_step", "seed", "run", "reached", *TO_TARGET, "final_metric",
                  "best_metric", *TOTALS, "rounds_run", "diverged_round", "best")
@@ -55,7 +60,10 @@ def reach(rows, target):
 
 
 def run_result(rows, target, summary):
-    """One run's numbers: bits, wire bytes and rounds to target, final and best metric, totals."""
+    """One run's numbers: bits, wire bytes, simulated seconds and rounds to target, final and best metric, totals.
+
+    ``seconds_to_target`` is None when the run has no clock (no ``sim_time`` column).
+    """
     evaluated = [r[target.metric] for r in rows if target.metric in r]
     if not evaluated:
         raise ValueError(f"no evaluated round has metric {target.metric!r}")
@@ -68,6 +76,7 @@ def run_result(rows, target, summary):
         "reached": hit is not None,
         "bits_to_target": bits_at(hit, target.count) if hit else None,
         **{f"{c}_bits_to_target": bits_at(hit, c) if hit else None for c in COUNTS},
+        "seconds_to_target": hit.get("sim_time") if hit else None,
         "rounds_to_target": int(hit["round"]) if hit else None,
         "wire_bytes_to_target": int(hit["cum_up_wire_bytes"]) if hit else None,
         "final_metric": evaluated[-1],
@@ -114,12 +123,16 @@ def best_index(results, target):
 def summarize(runs, target):
     """One grid point's numbers over its seeds' results ``runs``: the median of each.
 
-    To-target columns count a seed that missed as infinite (None if the median is); final and best metric
+    To-target columns count a seed that missed as infinite (None if the median is, or if a seed that reached
+    the target lacks the count: seconds without a clock); final and best metric
     count NaN (diverged) as the worst value; totals take the median of the finite values. ``reached``: the
     median bits reach the target, i.e. more than half of the seeds do.
     """
     worst = math.inf if target.direction == "at_most" else -math.inf
-    out = {k: _finite(statistics.median([r[k] if r["reached"] else math.inf for r in runs])) for k in TO_TARGET}
+    out = {}
+    for k in TO_TARGET:
+        values = to_target(runs, k)
+        out[k] = None if None in values else _finite(statistics.median(values))
     for k in ("final_metric", "best_metric"):
         m = statistics.median([worst if math.isnan(r[k]) else r[k] for r in runs])
         out[k] = m if math.isfinite(m) else math.nan
@@ -151,6 +164,11 @@ def median_interval(values, level=0.95):
     return xs[k - 1], xs[n - k], coverage(k)
 
 
+def to_target(runs, k):
+    """Column ``k`` of each seed's result, infinite where the seed missed the target."""
+    return [r[k] if r["reached"] else math.inf for r in runs]
+
+
 def point_results(comparison, point, results):
     """The results of every seed of one grid point, in seed order."""
     return [results[r.run_name] for r in comparison.seeded(point)]
@@ -164,12 +182,18 @@ def winner(comparison, contender, results):
 
 
 def table_rows(comparison, results):
-    """One row per contender: its best grid point's medians over seeds, interval, edges and tuning cost."""
+    """One row per contender: its best grid point's medians over seeds, intervals, edges and tuning cost."""
     rows = []
     for c in comparison.contenders:
         point, summary = winner(comparison, c, results)
         seeds = point_results(comparison, point, results)
-        low, high, cover = median_interval([r["bits_to_target"] if r["reached"] else math.inf for r in seeds])
+        intervals = {}
+        for k in ("bits_to_target", *COUNTED):
+            values = to_target(seeds, k)
+            low, high, cover = (None, None, None) if None in values else median_interval(values)
+            intervals.update({f"{k}_low": _finite(low), f"{k}_high": _finite(high)})
+            if k == "bits_to_target":
+                intervals["interval_coverage"] = cover
         every = [r for p in c.points for r in point_results(comparison, p, results)]
         rows.append({
             "label": c.label, "scheme": c.scheme, "codec": c.codec, "proposed": c.proposed,
@@ -177,9 +201,7 @@ def table_rows(comparison, results):
             "edge": "; ".join(f"{path}={side}" for path, side in edges(c, point)),
             "grid_points": len(c.points), "seeds": comparison.seeds,
             **{name: sum(share(r) for r in every) for name, share in COSTS.items()},
-            **summary,
-            "bits_to_target_low": _finite(low), "bits_to_target_high": _finite(high), "interval_coverage": cover,
-            "ratio_to_best_baseline": None,
+            **summary, **intervals, "ratio_to_best_baseline": None,
         })
     base = [r["bits_to_target"] for r in rows if not r["proposed"] and r["reached"]]
     if base:
@@ -204,7 +226,7 @@ def sweep_rows(comparison, results):
 
 
 def _finite(v):
-    return v if math.isfinite(v) else None
+    return v if v is not None and math.isfinite(v) else None
 
 
 def write_csv(path, rows, columns):
@@ -218,10 +240,16 @@ def write_csv(path, rows, columns):
 def markdown(comparison, rows, meta):
     """table.md: the setting, the rule, and one line per contender (winners of the tuning grid).
 
-    The interval and seeds-reached columns appear only with more than one seed.
+    Three counts to target at the same (winning) point: the bits the target counts, with its interval in a
+    column of its own; the other of uplink and total bits; and simulated seconds when the runs have a clock,
+    these two with their intervals in brackets. Intervals and seeds reached appear only with more than one seed.
     """
     t, many = comparison.target, comparison.seeds > 1
     cover = f"{100 * rows[0]['interval_coverage']:.6g}%" if rows else ""
+    others = [(f"{c} bits to target", f"{c}_bits_to_target", format_bits) for c in ("uplink", "total") if c != t.count]
+    if any(p.cfg.clock.enabled for p in comparison.points):
+        others.append(("simulated s to target", "seconds_to_target", lambda v: f"{v:.3g}"))
+    bracket = f" (median, {cover} interval)" if many else ""
     columns = [
         ("contender", "---", lambda r: f"**{r['label']}**" if r["proposed"] else r["label"]),
         ("best grid point", "---", lambda r: r["best_grid_point"]),
@@ -230,11 +258,11 @@ def markdown(comparison, rows, meta):
         (f"{t.count} bits to target" + (f", median of {comparison.seeds} seeds" if many else ""), "---:", _target_cell),
         *([(f"{cover} interval", "---:", _interval_cell), ("seeds reached", "---:", lambda r: r["seeds_reached"])]
           if many else []),
+        *[(head + bracket, "---:", lambda r, k=k, fmt=fmt: _with_interval(r, k, fmt, many)) for head, k, fmt in others],
         ("rounds", "---:", lambda r: _number(r["rounds_to_target"])),
         ("vs best baseline", "---:",
          lambda r: "" if r["ratio_to_best_baseline"] is None else f"{r['ratio_to_best_baseline']:.3g}x"),
         (f"final {t.metric}", "---:", lambda r: f"{r['final_metric']:.4g}"),
-        *[(f"{c} to target", "---:", lambda r, c=c: _bits(r[f"{c}_bits_to_target"])) for c in COUNTS],
         ("uplink bits/coord", "---:", lambda r: f"{r['uplink_bits_per_coordinate']:.3g}"),
     ]
     lines = [f"# {comparison.name}: {t.count} bits to reach {t}", "", meta, "",
@@ -246,7 +274,7 @@ def markdown(comparison, rows, meta):
 
 
 def _target_cell(r):
-    cell = _bits(r["bits_to_target"]) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
+    cell = format_bits(r["bits_to_target"]) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
     if r["diverged_round"] is not None:
         seeds = f"{r['diverged_seeds']} of {r['seeds']} seeds diverged, first" if r["seeds"] > 1 else "diverged"
         cell += f" ({seeds} in round {r['diverged_round']})"
@@ -257,7 +285,17 @@ def _interval_cell(r):
     low, high = r["bits_to_target_low"], r["bits_to_target_high"]
     if low is None:
         return ""
-    return f"{_bits(low)} - {_bits(high) if high is not None else 'not reached'}"
+    return f"{format_bits(low)} - {format_bits(high) if high is not None else 'not reached'}"
+
+
+def _with_interval(r, k, fmt, many):
+    """``median (low - high)`` of count ``k``, empty where the median missed the target or the count is absent."""
+    if r[k] is None:
+        return ""
+    if not many:
+        return fmt(r[k])
+    high = r[f"{k}_high"]
+    return f"{fmt(r[k])} ({fmt(r[f'{k}_low'])} - {fmt(high) if high is not None else 'not reached'})"
 
 
 def _number(v):
@@ -269,7 +307,7 @@ def _order(r):
     return (not r["reached"], r["bits_to_target"] if r["reached"] else 0, r["label"])
 
 
-def _bits(n):
+def format_bits(n):
     if n is None:
         return ""
     n = float(n)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from psgrad.compare import __main__ as cli
-from psgrad.compare import figures
+from psgrad.compare import figures, summary
 from psgrad.compare import from_dict, load, reach, run_comparison, run_result
 from psgrad.compare.spec import Target, beyond
 from psgrad.compare.sweep import check_target
-from psgrad.compare.table import COLUMNS, best_index, median_interval, summarize
+from psgrad.compare.table import COLUMNS, best_index, format_bits, median_interval, summarize
 from psgrad.errors import ConfigError
 from psgrad.runtime.results import read_metrics
 
@@ -43,7 +43,8 @@ def read_csv(path):
 
 
 def write_metrics(path, rows):
-    cols = ["round", "cum_up_payload_bits", "cum_up_wire_bytes", "test_loss"]
+    cols = ["round", "cum_up_payload_bits", "cum_up_wire_bytes", *(["sim_time"] if "sim_time" in rows[0] else []),
+            "test_loss"]
     with open(path / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, cols, restval="")
         w.writeheader()
@@ -136,6 +137,9 @@ def test_small_comparison_writes_a_table_consistent_with_its_runs(tmp_path):
     assert float(fp16["ratio_to_best_baseline"]) == pytest.approx(0.5, abs=0.05)
     assert float(fp16["uplink_bits_per_coordinate"]) == 16.0
     assert "| **fp16** |" in (out / "table.md").read_text()
+    # no clock: no simulated seconds, and no column for them
+    assert all(r["seconds_to_target"] == "" for r in table + sweep)
+    assert "simulated s" not in (out / "table.md").read_text()
     for png in ("bits.png", "rounds.png"):
         assert (out / png).stat().st_size > 10_000
     assert rows[0]["label"] == "fp32"
@@ -243,9 +247,17 @@ def test_a_learning_rate_that_diverges_is_a_result_not_a_crash(tmp_path):
     assert "diverged in round" in (tmp_path / "tiny" / "table.md").read_text()
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("configs/compare/*.yaml")), ids=lambda p: p.stem)
+SHIPPED = sorted(Path(__file__).parents[2].glob("configs/compare/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
     comparison = load(path)
+    assert comparison.seeds >= 5
+    if comparison.target.count == "uplink":  # the README's summary: grids that bracket, a stated network, PowerSGD
+        assert comparison.grid_policy == "extend" and comparison.points[0].cfg.clock.enabled
+        if comparison.points[0].cfg.task.name == "mlp":
+            assert "powersgd" in {c.label for c in comparison.contenders}
     check_target(comparison, 1)  # builds every scheme and codec and checks the target metric exists
     assert comparison.out.parent == Path("results/compare") and comparison.out.name == path.stem
     # The MNIST comparisons (docs/tpc.md) evaluate every other round: 5 seeds of d = 25450 on one core.
@@ -289,7 +301,8 @@ def test_seeds_give_the_median_bits_its_order_statistics_interval_and_seeds_reac
         assert (row["grid_points"], row["seeds"], row["evaluated_runs"], row["evaluated_rounds"]) == ("1", "5", "5",
                                                                                                       "60")
     text = (out / "table.md").read_text()
-    assert "median of 5 seeds | 93.75% interval | seeds reached |" in text
+    assert "median of 5 seeds | 93.75% interval | seeds reached | total bits to target (median, 93.75% interval) |" \
+        in text
     # the figures, drawn again from the folder, band every contender's 5 seeds
     fig = figures.figure(comparison, [(c.label, c.proposed, [read_metrics(out / "runs" / r["run"]) for r in sweep
                                                             if r["label"] == c.label]) for c in comparison.contenders],
@@ -380,7 +393,7 @@ def test_a_grid_point_reaches_the_target_only_when_more_than_half_of_its_seeds_d
     t = Target("test_loss", 0.1, "at_most")
     runs = [{"reached": r, "bits_to_target": b, "final_metric": f, "best_metric": f, "diverged_round": d,
              **{k: b for k in ("uplink_bits_to_target", "downlink_bits_to_target", "total_bits_to_target",
-                               "rounds_to_target", "wire_bytes_to_target")},
+                               "seconds_to_target", "rounds_to_target", "wire_bytes_to_target")},
              "total_uplink_bits": 10, "total_downlink_bits": 20, "uplink_bits_per_coordinate": 1.0}
             for r, b, f, d in [(True, 100, 0.05, None), (False, None, 0.2, None), (False, None, math.nan, 7),
                                (True, 300, 0.01, None)]]
@@ -392,3 +405,122 @@ def test_a_grid_point_reaches_the_target_only_when_more_than_half_of_its_seeds_d
     assert (s["diverged_seeds"], s["diverged_round"]) == (1, 7)
     s3 = summarize(runs[:1] + runs[3:] + runs[1:2], t)
     assert (s3["reached"], s3["bits_to_target"], s3["seeds_reached"]) == (True, 300, "2/3")
+
+
+def test_seconds_to_target_are_the_simulated_time_of_the_first_evaluated_round_that_meets_it(tmp_path):
+    rows = write_metrics(tmp_path, [
+        {"round": 0, "cum_up_payload_bits": 0, "cum_up_wire_bytes": 0, "sim_time": 0.0, "test_loss": 1.0},
+        {"round": 1, "cum_up_payload_bits": 100, "cum_up_wire_bytes": 20, "sim_time": 0.25},      # not evaluated
+        {"round": 2, "cum_up_payload_bits": 180, "cum_up_wire_bytes": 40, "sim_time": 0.5, "test_loss": 0.05},
+    ])
+    assert run_result(rows, Target("test_loss", 0.1, "at_most"), SUMMARY)["seconds_to_target"] == 0.5
+    assert run_result(rows, Target("test_loss", 0.01, "at_most"), SUMMARY)["seconds_to_target"] is None
+    no_clock = [{k: v for k, v in r.items() if k != "sim_time"} for r in rows]
+    assert run_result(no_clock, Target("test_loss", 0.1, "at_most"), SUMMARY)["seconds_to_target"] is None
+
+
+CLOCK = {"uplink_mbps": 0.01, "downlink_mbps": 0.1, "samples_per_s": 1000.0}
+
+
+def clocked(tmp_path, **changes):
+    """Two contenders, one grid point each, 3 seeds, under a simulated network slow enough that bits cost time."""
+    data = copy.deepcopy(TINY)
+    data["base"]["clock"] = CLOCK
+    data.update(results_dir=str(tmp_path), seeds=3, **changes)
+    for c in data["contenders"]:
+        c["grid"] = {"optim.lr": [0.1]}
+    return data
+
+
+def test_a_comparison_with_a_clock_gives_uplink_total_bits_and_simulated_seconds_at_the_same_winning_point(tmp_path):
+    run_comparison(from_dict(clocked(tmp_path)), progress=False)
+    out = tmp_path / "tiny"
+    table, sweep = read_csv(out / "table.csv"), read_csv(out / "sweep.csv")
+    for row in table:
+        runs = [r for r in sweep if r["label"] == row["label"]]
+        assert len(runs) == 3 and all(r["reached"] == "True" for r in runs)
+        for r in runs:  # each seed's three counts come from one metrics.csv row: the one that reaches the target
+            hit = read_metrics(out / "runs" / r["run"])[int(r["rounds_to_target"])]
+            assert int(r["uplink_bits_to_target"]) == hit["cum_up_payload_bits"]
+            assert int(r["total_bits_to_target"]) == hit["cum_up_payload_bits"] + hit["cum_down_payload_bits"]
+            assert float(r["seconds_to_target"]) == hit["sim_time"] > 0
+        for k in ("uplink_bits_to_target", "total_bits_to_target", "seconds_to_target"):
+            values = sorted(float(r[k]) for r in runs)
+            assert float(row[k]) == values[1]  # the median of 3
+            assert (float(row[f"{k}_low"]), float(row[f"{k}_high"])) == (values[0], values[2])
+    fp32, fp16 = table
+    # the same trajectory, half the uplink bits: fp16 is faster on a slow uplink
+    assert float(fp16["seconds_to_target"]) < float(fp32["seconds_to_target"])
+    text = (out / "table.md").read_text()
+    assert "simulated s to target (median, 75% interval) |" in text
+    assert "Simulated clock: every client 0.01 Mbit/s up, 0.1 Mbit/s down, 1000 training samples/s" in text
+
+
+def test_resume_keeps_a_diverged_run_without_running_it_again(tmp_path):
+    rows = run_comparison(tiny(tmp_path, fixed_lr=50.0), progress=False)
+    folder = tmp_path / "tiny" / "runs" / "fp32-lr50"
+    assert "not finite" in json.loads((folder / "diverged.json").read_text())["error"]
+    stamp = (folder / "metrics.csv").stat().st_mtime_ns
+    assert run_comparison(tiny(tmp_path, fixed_lr=50.0), progress=False, resume=True) == rows
+    assert (folder / "metrics.csv").stat().st_mtime_ns == stamp
+
+
+def test_the_summary_gives_each_group_its_best_winner_and_tpc_against_the_best_baseline_paired_by_seed(tmp_path,
+                                                                                                     capsys):
+    data = clocked(tmp_path)
+    data["contenders"] = [
+        {"label": "fp32", "scheme": "direct", "grid": {"optim.lr": [0.1]}},
+        {"label": "fp16", "scheme": "direct", "codec": "fp16", "grid": {"optim.lr": [0.1]}},
+        {"label": "tpc-fp32", "scheme": "tpc", "proposed": True, "params": {"p": 2, "eps": 0.0, "xi": 0.3},
+         "grid": {"optim.lr": [0.1]}},
+        {"label": "spherical", "scheme": "diana", "codec": "spherical", "proposed": True,
+         "grid": {"optim.lr": [0.1]}},
+    ]
+    run_comparison(from_dict(data), progress=False)
+    out = tmp_path / "tiny"
+    # the same comparison counting total bits: a downlink comparison, which the summary leaves out
+    other = tmp_path / "total"
+    other.mkdir()
+    for name in ("table.csv", "sweep.csv"):
+        (other / name).write_text((out / name).read_text())
+    (other / "compare.yaml").write_text((out / "compare.yaml").read_text().replace(
+        "metric: suboptimality", "metric: suboptimality\n  count: total"))
+    assert summary.main([str(out), str(other), str(tmp_path / "not-a-folder")]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == f"{other}: left out, its target counts total bits\n"
+    head, rule, row = printed.out.splitlines()
+    assert head.startswith("| experiment | seeds | fp32 | best baseline | best TPC | best sparse_dither / spherical |")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == f"[linreg d=8, heterogeneity 1, 2 agents, GD, suboptimality \u2264 0.3]({out.as_posix()}/table.md)"
+    assert cells[1] == "3"
+    table = {r["label"]: r for r in read_csv(out / "table.csv")}
+    sweep = read_csv(out / "sweep.csv")
+
+    def expect(label, named=True):
+        r = table[label]
+        return (f"{format_bits(int(r['bits_to_target']))} ({format_bits(int(r['bits_to_target_low']))} - "
+                f"{format_bits(int(r['bits_to_target_high']))}), {r['seeds_reached']}" + (f", {label}" if named else ""))
+    base = min(("fp32", "fp16"), key=lambda k: int(table[k]["bits_to_target"]))
+    assert base == "fp16"
+    assert cells[2:6] == [expect("fp32", named=False), expect(base), expect("tpc-fp32"), expect("spherical")]
+    for cell, column in zip(cells[6:], ("bits_to_target", "total_bits_to_target", "seconds_to_target")):
+        def by_seed(label):
+            return [float(r[column]) for r in sorted((r for r in sweep if r["label"] == label), key=lambda r: r["seed"])]
+        ratios = sorted(a / b for a, b in zip(by_seed("tpc-fp32"), by_seed(base)))
+        assert cell == f"{ratios[1]:.3g}x ({ratios[0]:.3g}x - {ratios[2]:.3g}x)"
+    (tmp_path / "empty").mkdir()
+    assert summary.main([str(tmp_path / "empty")]) == 2
+    assert "empty: not a finished comparison (no compare.yaml, table.csv, sweep.csv)" in capsys.readouterr().err
+
+
+def test_a_shipped_comparison_runs_as_a_smoke_version_of_one_round_one_seed_and_one_grid_point(tmp_path):
+    # One file, every contender of it (PowerSGD included); the others share its code paths, and the test above
+    # builds every scheme and codec of every file. A full shipped comparison is hundreds of runs: not for CI.
+    path = Path(__file__).parents[2] / "configs/compare/mlp_digits_iid.yaml"
+    first = {f"contenders.{i}.grid": "{" + ", ".join(f"{k}: [{v[0]}]" for k, v in c.get("grid", {}).items()) + "}"
+             for i, c in enumerate(load(path).source["contenders"])}
+    comparison = load(path, [f"results_dir={tmp_path}", "base.run.rounds=1", "seeds=1", "grid_policy=fixed",
+                             *(f"{k}={v}" for k, v in first.items())])
+    rows = run_comparison(comparison, progress=False)
+    assert len(rows) == len(comparison.contenders) and all(r["evaluated_rounds"] == 1 for r in rows)
+    assert all(r["seconds_to_target"] is None or r["seconds_to_target"] > 0 for r in rows)
