@@ -20,7 +20,7 @@ import copy
 from pathlib import Path
 from typing import NamedTuple
 
-from . import config as config_mod, plugins
+from . import config as config_mod, plugins, reproducible
 from .codecs import Codec
 from .errors import ConfigError, PsgradError, describe
 from .runtime import checkpoint
@@ -124,6 +124,8 @@ def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None
         cfg.run.results_dir, cfg.run.name = str(folder.parent), folder.name
         previous = folder
     resolve_workers(cfg, world)
+    if cfg.run.reproducible:
+        reproducible.enable()  # before the task's first torch operation
     if task is None:
         task = build_task(cfg)
     else:

@@ -110,6 +110,7 @@ class RunConfig:
     bad_message: str = "stop"    # stop | drop: a corrupt or unexpected message ends the run, or is dropped
     nonfinite: str = "stop"      # stop | skip: a NaN/Inf local gradient ends the run, or the agent skips the round
     tensorboard: bool = False    # also write the per-round metrics as TensorBoard events (pip extra psgrad[tensorboard])
+    reproducible: bool = False   # the same bits on any x86-64 CPU: torch's portable kernels (psgrad/reproducible.py)
 
 
 @dataclass
@@ -313,5 +314,7 @@ def _validate(cfg):
     if cfg.run.clients and cfg.run.clients_per_round > cfg.run.clients:
         raise ConfigError(f"run.clients_per_round={cfg.run.clients_per_round} is more than the "
                           f"run.clients={cfg.run.clients} agents")
+    if cfg.run.reproducible and cfg.task.device != "cpu":
+        raise ConfigError(f"run.reproducible: true covers torch on the CPU only, got task.device={cfg.task.device!r}")
     if not cfg.run.name or "/" in cfg.run.name or cfg.run.name.startswith("."):
         raise ConfigError(f"run.name: expected a plain folder name, got {cfg.run.name!r}")
