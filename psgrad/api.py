@@ -42,7 +42,7 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
         log=print, stop=None, timings=None):
     """Run a job and return its ``Result`` (rank 0; None on worker ranks).
 
-    ``config``: a dict of sections, a ``Config``, a YAML path, or None (the built-in default job), then
+    ``config``: a dict of sections, a ``Config``, a YAML path, or None (every field's default), then
     ``overrides`` (``"section.key=value"`` strings) on top. ``task``: a ``Task`` object (e.g. a
     ``TorchTask``) instead of ``task.name``; its agents are spread over the workers. ``scheme`` and
     ``codec``: names, or objects (a ``Scheme``, a ``Codec`` subclass of the user's) that replace

@@ -66,7 +66,6 @@ from .errors import ConfigError, describe  # noqa: E402
 from .runtime import checkpoint  # noqa: E402
 from .schemes import scheme  # noqa: E402
 
-DEFAULT_JOB = Path(__file__).with_name("default.yaml")
 EXIT_CONFIG = 2
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint; run again with --resume
 EXIT_INTERRUPTED = 130  # the shell's status for SIGINT
@@ -96,7 +95,7 @@ def check_config(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.config is None and args.resume is None:
-        args.config = str(DEFAULT_JOB)
+        args.config = str(config.DEFAULT_JOB)
     if args.local:
         rank = 0
     else:
