@@ -20,7 +20,7 @@ import copy
 from pathlib import Path
 from typing import NamedTuple
 
-from . import config as config_mod, plugins
+from . import config as config_mod, plugins, reproducible
 from .codecs import Codec
 from .errors import ConfigError, PsgradError, describe
 from .runtime import checkpoint
@@ -42,7 +42,7 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
         log=print, stop=None, timings=None):
     """Run a job and return its ``Result`` (rank 0; None on worker ranks).
 
-    ``config``: a dict of sections, a ``Config``, a YAML path, or None (the built-in default job), then
+    ``config``: a dict of sections, a ``Config``, a YAML path, or None (every field's default), then
     ``overrides`` (``"section.key=value"`` strings) on top. ``task``: a ``Task`` object (e.g. a
     ``TorchTask``) instead of ``task.name``; its agents are spread over the workers. ``scheme`` and
     ``codec``: names, or objects (a ``Scheme``, a ``Codec`` subclass of the user's) that replace
@@ -124,6 +124,8 @@ def prepare(config, overrides, resume, world, task=None, scheme=None, codec=None
         cfg.run.results_dir, cfg.run.name = str(folder.parent), folder.name
         previous = folder
     resolve_workers(cfg, world)
+    if cfg.run.reproducible:
+        reproducible.enable()  # before the task's first torch operation
     if task is None:
         task = build_task(cfg)
     else:

@@ -1,7 +1,9 @@
 """Typed run configuration: dataclasses, YAML files and ``--set a.b=value`` overrides.
 
 A config has six sections (task, scheme, downlink, optim, run, clock); every field has a
-default, so an empty file (or none) is the built-in default job. Unknown keys
+default, so an empty file (or none) is a complete config: logistic regression on breast_cancer, TPC with
+a QSGD residual. The default job that ``python -m psgrad.train`` runs without ``--config`` is
+``DEFAULT_JOB`` (the MNIST MLP). Unknown keys
 list the valid ones; wrong types and out-of-range values say what was
 expected. ``psgrad.train`` turns a ``ConfigError`` into one line and status 2.
 """
@@ -15,6 +17,9 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+
+
+DEFAULT_JOB = Path(__file__).with_name("default.yaml")
 
 
 @dataclass
@@ -47,7 +52,7 @@ class TaskConfig:
 class SchemeConfig:
     """The uplink algorithm and the codec it uses."""
 
-    name: str = "tpc"    # the default job: temporal predictive coding ...
+    name: str = "tpc"    # temporal predictive coding ...
     codec: str = "qsgd"  # ... with a QSGD-compressed residual
     codec_params: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
@@ -111,6 +116,7 @@ class RunConfig:
     bad_message: str = "stop"    # stop | drop: a corrupt or unexpected message ends the run, or is dropped
     nonfinite: str = "stop"      # stop | skip: a NaN/Inf local gradient ends the run, or the agent skips the round
     tensorboard: bool = False    # also write the per-round metrics as TensorBoard events (pip extra psgrad[tensorboard])
+    reproducible: bool = False   # the same bits on any x86-64 CPU: torch's portable kernels (psgrad/reproducible.py)
 
 
 @dataclass
@@ -227,7 +233,7 @@ def read_yaml(path, what="config file"):
 
 
 def load(path=None, overrides=()):
-    """Load ``path`` (YAML; None for the built-in default), then apply ``a.b=value`` overrides."""
+    """Load ``path`` (YAML; None: every field's default), then apply ``a.b=value`` overrides."""
     return from_dict(apply_overrides({} if path is None else read_yaml(path), overrides))
 
 
@@ -314,5 +320,7 @@ def _validate(cfg):
     if cfg.run.clients and cfg.run.clients_per_round > cfg.run.clients:
         raise ConfigError(f"run.clients_per_round={cfg.run.clients_per_round} is more than the "
                           f"run.clients={cfg.run.clients} agents")
+    if cfg.run.reproducible and cfg.task.device != "cpu":
+        raise ConfigError(f"run.reproducible: true covers torch on the CPU only, got task.device={cfg.task.device!r}")
     if not cfg.run.name or "/" in cfg.run.name or cfg.run.name.startswith("."):
         raise ConfigError(f"run.name: expected a plain folder name, got {cfg.run.name!r}")

@@ -1,6 +1,6 @@
 """``python -m psgrad.train``: one training job, in one process or as rank 0 + workers under MPI.
 
-    python -m psgrad.train                                   # the built-in default job, in one process
+    python -m psgrad.train                                   # the default job (psgrad/default.yaml), in one process
     mpirun -n 9 python -m psgrad.train                       # the same job: server + 8 worker ranks
     python -m psgrad.train --config configs/x.yaml --set run.rounds=50 --set scheme.codec=fp16
     mpirun -n 9 python -m psgrad.train --resume results/default   # continue from results/default/checkpoint.npz
@@ -73,7 +73,7 @@ EXIT_INTERRUPTED = 130  # the shell's status for SIGINT
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m psgrad.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", help="YAML config file (default: the built-in default job)")
+    p.add_argument("--config", help="YAML config file (default: the default job, psgrad/default.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value; repeatable")
     p.add_argument("--local", action="store_true", help="run in one process even when launched under MPI")
@@ -94,6 +94,8 @@ def check_config(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.config is None and args.resume is None:
+        args.config = str(config.DEFAULT_JOB)
     if args.local:
         rank = 0
     else:

@@ -97,6 +97,23 @@ def sq_dist_and_norm(g, h):
     return sd, sg
 
 
+@njit(cache=True)
+def residual_sq(g_sq, a, b, G):
+    """``||g - M a||^2 = g_sq - 2 a.b + a.G.a`` from ``b = M^T g`` and ``G = M^T M`` (float64), in index order.
+
+    Loops rather than ``a @ G @ a``: numpy hands even a 3 x 3 product to BLAS, whose kernel (and so its
+    rounding) depends on the CPU it runs on, and this value decides whether the trigger fires."""
+    ab = 0.0
+    aga = 0.0
+    for i in range(a.shape[0]):
+        ab += a[i] * b[i]
+        row = 0.0
+        for j in range(a.shape[0]):
+            row += a[j] * G[j, i]
+        aga += row * a[i]
+    return g_sq - 2.0 * ab + aga
+
+
 @njit(cache=True, inline="always")
 def _pred_at(mem, a, i):
     """Prediction ``sum_j a_j m_j[i]`` in float32, j ascending: the one formula both sides use."""

@@ -95,7 +95,7 @@ class TPC(Scheme):
             # ||g - M a||^2 expanded from the blocked float32-lane sums (docs/tpc.md): about
             # (1 + |a|_1)^2 1e-7 ||g||^2 for typical data, below any useful threshold; the exact value
             # is computed below whenever r is formed.
-            r_sq = max(g_sq - 2.0 * (a @ b) + a @ G @ a, 0.0)
+            r_sq = max(kernels.residual_sq(g_sq, a, b, G), 0.0)
             if r_sq > g_sq:  # quantization or the ridge made the prediction worse than none
                 codes, a_q = self.coefs.quantize(np.zeros(k))
                 r_sq = g_sq

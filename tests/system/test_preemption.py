@@ -21,7 +21,8 @@ from run_files import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 120
-SETTINGS = ["task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "run.agents_per_worker=2",
+# On top of the default job (what psgrad.train runs without --config), in the test's own process's CPU kernels.
+SETTINGS = ["run.reproducible=false", "task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "run.agents_per_worker=2",
             "run.rounds=9", "run.eval_every=2", "run.digest_every=3", "run.checkpoint_every=2", "run.log_every=1000"]
 
 
@@ -60,8 +61,8 @@ def resume(tmp_path, name):
 
 
 def uninterrupted(tmp_path):
-    cfg = resolve_workers(config.load(None, [*SETTINGS, f"run.results_dir={tmp_path}", "run.name=ref",
-                                             "run.workers=2"]), 1)
+    settings = [*SETTINGS, f"run.results_dir={tmp_path}", "run.name=ref", "run.workers=2"]
+    cfg = resolve_workers(config.load(config.DEFAULT_JOB, settings), 1)
     return run_local(cfg, *build(cfg), log=lambda line: None)
 
 

@@ -12,6 +12,18 @@ def test_the_built_in_default_needs_no_file():
     assert cfg == config.Config()
 
 
+def test_the_default_job_is_the_reproducible_mnist_mlp_also_found_in_configs():
+    cfg = config.load(config.DEFAULT_JOB)
+    assert (cfg.task.name, cfg.task.dataset, cfg.scheme.name, cfg.run.name) == ("mlp", "mnist", "tpc", "default")
+    assert cfg.run.reproducible
+    assert (config.DEFAULT_JOB.parents[1] / "configs" / "default.yaml").resolve() == config.DEFAULT_JOB
+
+
+def test_reproducible_mode_on_a_gpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="run.reproducible: true covers torch on the CPU only, got task.device='cuda'"):
+        config.load(None, ["run.reproducible=true", "task.device=cuda"])
+
+
 def test_yaml_file_and_overrides_compose(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("run:\n  rounds: 7\n  seed: 3\nscheme:\n  codec: fp16\n")
@@ -73,6 +85,7 @@ def test_a_whole_float_is_accepted_where_an_int_is_expected():
     ("rounds=3", r"must look like section.key=value"),
     ("run.rounds", r"must look like section.key=value"),
     ("scheme.codec_params=3", r"scheme.codec_params: expected dict"),
+    ("run.reproducible=1", r"run.reproducible: expected bool"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(override, message):
     with pytest.raises(ConfigError, match=message):
