@@ -3,9 +3,10 @@
 Only evaluated rounds count (no interpolation): a run's bits-to-target is
 its cumulative payload bits at the first round whose evaluated metric meets
 the target, counted as the target says (``count``: uplink, downlink or
-their total), and its rounds-to-target is that round. The three counts to
-target are all given. Round 0 (the initial model, zero bits) counts like
-any other.
+their total; or ``time``, the simulated seconds of a run with a clock, which
+then fill the bits-to-target columns), and its rounds-to-target is that
+round. Every count to target is given (simulated seconds only for runs with
+a clock). Round 0 (the initial model, zero bits) counts like any other.
 
 Seeds: every grid point runs on ``seeds`` seeds. Its numbers are medians
 over them (``summarize``), a seed that misses the target counting as
@@ -30,8 +31,7 @@ COSTS = {
     "evaluated_runs": lambda r: 1,
     "evaluated_rounds": lambda r: r["rounds_run"],
 }
-TO_TARGET = ("bits_to_target", *(f"{c}_bits_to_target" for c in COUNTS), "rounds_to_target",
-             "wire_bytes_to_target")
+TO_TARGET = ("bits_to_target", *(c.column for c in COUNTS.values()), "rounds_to_target", "wire_bytes_to_target")
 TOTALS = ("total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate")
 COLUMNS = ("label", "scheme", "codec", "proposed", "best_grid_point", "edge", "grid_points", "seeds",
            *COSTS, "reached", "seeds_reached", "bits_to_target", "bits_to_target_low", "bits_to_target_high",
@@ -42,8 +42,11 @@ SWEEP_COLUMNS = ("label", "grid_point", "grid_step", "seed", "run", "reached", *
 
 
 def bits_at(row, count):
-    """Cumulative payload bits of ``count`` (a key of ``COUNTS``) in a metrics.csv row."""
-    return int(sum(row.get(column, 0) for column in COUNTS[count][0]))
+    """What ``count`` (a key of ``COUNTS``) has summed up to a metrics.csv row: cumulative payload bits (an int),
+    or simulated seconds (None for a run without a clock)."""
+    if count == "time":
+        return row.get("sim_time")
+    return int(sum(row.get(column, 0) for column in COUNTS[count].columns))
 
 
 def reach(rows, target):
@@ -67,7 +70,7 @@ def run_result(rows, target, summary):
     return {
         "reached": hit is not None,
         "bits_to_target": bits_at(hit, target.count) if hit else None,
-        **{f"{c}_bits_to_target": bits_at(hit, c) if hit else None for c in COUNTS},
+        **{c.column: bits_at(hit, name) if hit else None for name, c in COUNTS.items()},
         "rounds_to_target": int(hit["round"]) if hit else None,
         "wire_bytes_to_target": int(hit["cum_up_wire_bytes"]) if hit else None,
         "final_metric": evaluated[-1],
@@ -119,7 +122,10 @@ def summarize(runs, target):
     median bits reach the target, i.e. more than half of the seeds do.
     """
     worst = math.inf if target.direction == "at_most" else -math.inf
-    out = {k: _finite(statistics.median([r[k] if r["reached"] else math.inf for r in runs])) for k in TO_TARGET}
+    out = {}
+    for k in TO_TARGET:
+        values = [r[k] if r["reached"] else math.inf for r in runs]
+        out[k] = None if None in values else _finite(statistics.median(values))  # None: seconds without a clock
     for k in ("final_metric", "best_metric"):
         m = statistics.median([worst if math.isnan(r[k]) else r[k] for r in runs])
         out[k] = m if math.isfinite(m) else math.nan
@@ -221,23 +227,26 @@ def markdown(comparison, rows, meta):
     The interval and seeds-reached columns appear only with more than one seed.
     """
     t, many = comparison.target, comparison.seeds > 1
+    clock = any(p.cfg.clock.enabled for p in comparison.points)
     cover = f"{100 * rows[0]['interval_coverage']:.6g}%" if rows else ""
     columns = [
         ("contender", "---", lambda r: f"**{r['label']}**" if r["proposed"] else r["label"]),
         ("best grid point", "---", lambda r: r["best_grid_point"]),
         ("on grid edge", "---", lambda r: r["edge"].replace("; ", ", ")),
         ("runs (points x seeds)", "---:", lambda r: f"{r['evaluated_runs']} ({r['grid_points']}x{r['seeds']})"),
-        (f"{t.count} bits to target" + (f", median of {comparison.seeds} seeds" if many else ""), "---:", _target_cell),
-        *([(f"{cover} interval", "---:", _interval_cell), ("seeds reached", "---:", lambda r: r["seeds_reached"])]
-          if many else []),
+        (f"{COUNTS[t.count].label} to target" + (f", median of {comparison.seeds} seeds" if many else ""), "---:",
+         lambda r: _target_cell(r, t.count)),
+        *([(f"{cover} interval", "---:", lambda r: _interval_cell(r, t.count)),
+           ("seeds reached", "---:", lambda r: r["seeds_reached"])] if many else []),
         ("rounds", "---:", lambda r: _number(r["rounds_to_target"])),
         ("vs best baseline", "---:",
          lambda r: "" if r["ratio_to_best_baseline"] is None else f"{r['ratio_to_best_baseline']:.3g}x"),
         (f"final {t.metric}", "---:", lambda r: f"{r['final_metric']:.4g}"),
-        *[(f"{c} to target", "---:", lambda r, c=c: _bits(r[f"{c}_bits_to_target"])) for c in COUNTS],
+        *[(f"{name} to target", "---:", lambda r, name=name, column=c.column: _amount(r[column], name))
+          for name, c in COUNTS.items() if name != "time" or clock],
         ("uplink bits/coord", "---:", lambda r: f"{r['uplink_bits_per_coordinate']:.3g}"),
     ]
-    lines = [f"# {comparison.name}: {t.count} bits to reach {t}", "", meta, "",
+    lines = [f"# {comparison.name}: {COUNTS[t.count].label} to reach {t}", "", meta, "",
              "| " + " | ".join(h for h, _, _ in columns) + " |",
              "|" + "|".join(a for _, a, _ in columns) + "|"]
     for r in sorted(rows, key=_order):
@@ -245,19 +254,19 @@ def markdown(comparison, rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def _target_cell(r):
-    cell = _bits(r["bits_to_target"]) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
+def _target_cell(r, count):
+    cell = _amount(r["bits_to_target"], count) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
     if r["diverged_round"] is not None:
         seeds = f"{r['diverged_seeds']} of {r['seeds']} seeds diverged, first" if r["seeds"] > 1 else "diverged"
         cell += f" ({seeds} in round {r['diverged_round']})"
     return cell
 
 
-def _interval_cell(r):
+def _interval_cell(r, count):
     low, high = r["bits_to_target_low"], r["bits_to_target_high"]
     if low is None:
         return ""
-    return f"{_bits(low)} - {_bits(high) if high is not None else 'not reached'}"
+    return f"{_amount(low, count)} - {_amount(high, count) if high is not None else 'not reached'}"
 
 
 def _number(v):
@@ -267,6 +276,13 @@ def _number(v):
 def _order(r):
     """Reached first, by bits; then the rest by label."""
     return (not r["reached"], r["bits_to_target"] if r["reached"] else 0, r["label"])
+
+
+def _amount(v, count):
+    """A to-target amount of ``count`` for the table: bits with a unit prefix, or simulated seconds."""
+    if count != "time":
+        return _bits(v)
+    return "" if v is None else f"{v:.4g} s"
 
 
 def _bits(n):

@@ -373,7 +373,7 @@ def test_a_grid_point_reaches_the_target_only_when_more_than_half_of_its_seeds_d
     t = Target("test_loss", 0.1, "at_most")
     runs = [{"reached": r, "bits_to_target": b, "final_metric": f, "best_metric": f, "diverged_round": d,
              **{k: b for k in ("uplink_bits_to_target", "downlink_bits_to_target", "total_bits_to_target",
-                               "rounds_to_target", "wire_bytes_to_target")},
+                               "sim_time_to_target", "rounds_to_target", "wire_bytes_to_target")},
              "total_uplink_bits": 10, "total_downlink_bits": 20, "uplink_bits_per_coordinate": 1.0}
             for r, b, f, d in [(True, 100, 0.05, None), (False, None, 0.2, None), (False, None, math.nan, 7),
                                (True, 300, 0.01, None)]]
