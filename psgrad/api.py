@@ -17,6 +17,7 @@ agent and round and ends every rank (MPI_Abort), since the other ranks could
 not go on.
 """
 import copy
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,6 +52,7 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
     whose ``requested`` turning true stops the run at the next round boundary with a checkpoint
     (``Stopped`` is raised).
     """
+    t0 = time.perf_counter()
     comm, world, rank = _world(local)
     mpi = comm if world > 1 else None
     error, timeout = None, config_mod.RunConfig.timeout
@@ -79,6 +81,8 @@ def run(config=None, *, task=None, scheme=None, codec=None, overrides=(), resume
         e = ConfigError(errors[first])
         e.rank = first if world > 1 else None  # where it was found first
         raise e
+    if timings is not None:  # building the task and, under MPI, waiting for every rank to have done so
+        timings["task_and_handshake"] = time.perf_counter() - t0
     if rank == 0:
         for line in task.determinism_warnings():
             log(f"psgrad: warning: {line}")

@@ -38,9 +38,9 @@ SIGNS = {"at_most": "\u2264", "at_least": "\u2265"}
 
 def figure(comparison, curves, x):
     """The Figure: ``curves`` = [(label, proposed, [rows of each seed])], the target metric against ``x``
-    ('bits': the bits the target counts, or 'rounds')."""
+    ('bits': what the target counts, bits or simulated seconds; or 'rounds')."""
     t = comparison.target
-    axis = COUNTS[t.count][1] if x == "bits" else "rounds"
+    axis = COUNTS[t.count].axis if x == "bits" else "rounds"
     column = X_AXES[axis][0]
     fields = [{"scheme": f"scheme {c.scheme}", "codec": f"codec {c.codec}"} for c in comparison.contenders]
     common, differing = split_common(fields)

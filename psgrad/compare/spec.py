@@ -8,7 +8,8 @@ A comparison file (YAML)::
       task: {name: logreg, dataset: breast_cancer, partition: dirichlet, alpha: 0.5}
       optim: {lr: 1.0}
       run: {rounds: 200, eval_every: 1, workers: 8}
-    target: {metric: test_accuracy, at_least: 0.95}   # or at_most: for losses and suboptimality
+    target: {metric: test_accuracy, at_least: 0.95}   # or at_most: for losses and suboptimality;
+                                   # count: uplink (the default), downlink, total (bits) or time (simulated s)
     seeds: 1                       # every grid point runs on run.seed, run.seed + 1, ..., run.seed + seeds - 1
     grid_policy: fixed             # or extend: push a winner off a numeric grid edge (see ``extend_axis``)
     grid_extend_max: 3             # with extend: at most this many new values per axis and side
@@ -39,6 +40,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import config as config_mod
 from ..errors import ConfigError
@@ -56,7 +58,7 @@ class Target:
     metric: str
     threshold: float
     direction: str  # at_most | at_least
-    count: str = "uplink"  # which bits are counted to the target: uplink | downlink | total (payload bits)
+    count: str = "uplink"  # what is counted to the target: uplink | downlink | total (payload bits) | time
 
     def met(self, value):
         """Whether ``value`` meets the target (NaN never does)."""
@@ -76,12 +78,21 @@ class Target:
         return f"{self.metric} {DIRECTIONS[self.direction]} {self.threshold:g}"
 
 
-# What a target can count to reach it: the payload columns of metrics.csv summed, and the psgrad.plot.X_AXES
-# axis its figure is drawn against.
+class Count(NamedTuple):
+    """What a target can count to reach it."""
+
+    columns: tuple  # the metrics.csv columns summed
+    axis: str       # the psgrad.plot.X_AXES axis its figure is drawn against
+    label: str      # what the table calls it: "uplink bits", "simulated seconds"
+    column: str     # its to-target column in table.csv and sweep.csv
+
+
 COUNTS = {
-    "uplink": (("cum_up_payload_bits",), "bits"),
-    "downlink": (("cum_down_payload_bits",), "downlink"),
-    "total": (("cum_up_payload_bits", "cum_down_payload_bits"), "total"),
+    "uplink": Count(("cum_up_payload_bits",), "bits", "uplink bits", "uplink_bits_to_target"),
+    "downlink": Count(("cum_down_payload_bits",), "downlink", "downlink bits", "downlink_bits_to_target"),
+    "total": Count(("cum_up_payload_bits", "cum_down_payload_bits"), "total", "total bits", "total_bits_to_target"),
+    # the simulated clock's seconds (docs/federated.md): runs need a clock
+    "time": Count(("sim_time",), "sim_time", "simulated seconds", "seconds_to_target"),
 }
 
 
@@ -249,6 +260,12 @@ def from_dict(data):
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ConfigError(f"contenders: duplicate label {', '.join(dupes)}; labels name the run folders")
+    if target.count == "time":
+        clockless = next((p for c in contenders for p in c.points if not p.cfg.clock.enabled), None)
+        if clockless is not None:
+            raise ConfigError(f"target.count: time counts simulated seconds, but contender {clockless.label!r} "
+                              f"({clockless.describe()}) runs without a clock: set clock.uplink_mbps or clock.trace "
+                              f"in base")
     sizes = {c.label: len(c.points) for c in contenders}
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())

