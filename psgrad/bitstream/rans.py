@@ -106,13 +106,14 @@ def _check_symbols(symbols, freq):
 
 
 @njit(cache=True)
-def encoded_bits(symbols, freq, prec):
+def encoded_bits(symbols, freq, cum, prec):
     """The exact length in bits of the stream of ``symbols`` (as ``encode`` writes it)."""
     _check_symbols(symbols, freq)
     x = _ONE << np.uint64(STATE_BITS)
     total = STATE_BITS
     for i in range(symbols.shape[0] - 1, -1, -1):
-        x, n = _push(x, freq[symbols[i]], 0, prec)  # the bits shifted out do not depend on c
+        s = symbols[i]
+        x, n = _push(x, freq[s], cum[s], prec)
         total += n
     return total
 
@@ -177,7 +178,7 @@ def encode_bytes(symbols, freq):
     """The stream of ``symbols`` under frequency table ``freq`` as ``(bytes, nbits)`` (tests and small uses)."""
     f, cum, _, prec = model(freq)
     symbols = np.ascontiguousarray(symbols, np.int64)
-    nbits = encoded_bits(symbols, f, prec)
+    nbits = encoded_bits(symbols, f, cum, prec)
     words = new_words(nbits)
     end = encode(symbols, f, cum, prec, words, 0)
     assert end == nbits
