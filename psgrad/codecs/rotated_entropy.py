@@ -59,8 +59,8 @@ class RotatedEntropy(RotatedTernary):
         B = norms.shape[0]
         freq, cum, _, prec = self._model(mb)
         K = idx.shape[0]
-        # each symbol shifts out at most prec - floor(log2 f) bits
-        cost = prec - np.floor(np.log2(freq[:2])).astype(np.int64)
+        # each symbol shifts out at most prec - floor(log2 f) bits (a symbol of frequency 0 never occurs)
+        cost = prec - np.floor(np.log2(np.maximum(freq[:2], 1))).astype(np.int64)
         words = new_words(64 + B * self.norm_bits + rans.STATE_BITS + (B * mb - K) * cost[0] + K * cost[1])
         pos = put_norms(words, norms, lo, hi, self.norm_bits, norm_key)
         live = self._live(words, pos, B)  # read back as the decoder reads it
