@@ -294,15 +294,6 @@ def _read(words, end, B, m, norm_bits, M, kappa, U, y):
         raise DecodeError("rotated_ternary: trailing bits after the last kept coordinate")
 
 
-@functools.lru_cache(maxsize=4)
-def haar_turn(stream, m):
-    """``(U, U^T)`` for the shared stream ``stream``, dense and read-only. The last few are kept: a process
-    that encodes and then decodes the same message (a loopback, a benchmark) builds them once."""
-    U, UT = dense_turn(*householder_haar(np.uint64(stream), m), m)
-    U.flags.writeable = UT.flags.writeable = False
-    return U, UT
-
-
 def _entropy(p):
     return 0.0 if p <= 0.0 or p >= 1.0 else -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
@@ -392,8 +383,8 @@ class RotatedTernary(Codec):
         return w + (1.0 + w) * B / (4.0 * ((1 << self.norm_bits) - 1) ** 2)
 
     def _haar(self, key, mb):
-        """``(U, U^T)`` of the round, dense (read-only)."""
-        return haar_turn(int(key.stream("rotated_ternary.haar")), mb)
+        """``(U, U^T)`` of the round, dense."""
+        return dense_turn(*householder_haar(np.uint64(key.stream("rotated_ternary.haar")), mb), mb)
 
     def _encode(self, x, key):
         d = x.shape[0]
