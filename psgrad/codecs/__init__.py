@@ -11,6 +11,7 @@ from .floats import Bf16, Fp16, Fp32
 from .natural import Natural, NaturalDither
 from .qsgd import Qsgd
 from .rotated import RotatedSign
+from .rotated_entropy import RotatedEntropy
 from .rotated_ternary import RotatedTernary
 from .signs import ScaledSign, Sign
 from .sparse import RandK, TopK
@@ -32,6 +33,7 @@ REGISTRY = {
     "randk": RandK,
     "rotated_sign": RotatedSign,
     "rotated_ternary": RotatedTernary,
+    "rotated_entropy": RotatedEntropy,
     "sparse_dither": SparseDither,
     "spherical": Spherical,
 }

@@ -191,8 +191,9 @@ def _select(y, m, B, UT, T, norms, idx, neg):
 
 
 @njit(cache=True)
-def _write(norms, lo, hi, norm_bits, idx, neg, K, M, dither_key, words):
-    """The payload into the zeroed ``words``; returns its bit length."""
+def put_norms(words, norms, lo, hi, norm_bits, dither_key):
+    """``lo``, ``hi`` and the stochastically rounded level of each block norm, from bit 0 of the zeroed
+    ``words``; returns the position after them."""
     B = norms.shape[0]
     L = 1 << norm_bits
     step = (np.float64(hi) - lo) / (L - 1)
@@ -207,6 +208,31 @@ def _write(norms, lo, hi, norm_bits, idx, neg, K, M, dither_key, words):
                 j += 1
             j = min(max(j, 0), L - 1)
         pos = put(words, pos, np.uint64(j), norm_bits)
+    return pos
+
+
+@njit(cache=True)
+def get_norms(words, end, B, norm_bits, kappa):
+    """The fields of ``put_norms``: ``(kappa * nhat_b for every block, position after them)``;
+    ``DecodeError`` for a norm range that is not finite with ``0 <= lo <= hi``, or a truncated field."""
+    lb, pos = get_checked(words, end, 0, 32)
+    hb, pos = get_checked(words, end, pos, 32)
+    lo = np.float64(field_f32(lb))
+    hi = np.float64(field_f32(hb))
+    if not (0.0 <= lo <= hi < np.inf):
+        raise DecodeError("rotated code: norm range must be finite with 0 <= lo <= hi")
+    step = (hi - lo) / ((1 << norm_bits) - 1)
+    vals = np.empty(B, np.float32)
+    for b in range(B):
+        j, pos = get_checked(words, end, pos, norm_bits)
+        vals[b] = np.float32(kappa * (lo + np.float64(j) * step))
+    return vals, pos
+
+
+@njit(cache=True)
+def _write(norms, lo, hi, norm_bits, idx, neg, K, M, dither_key, words):
+    """The payload into the zeroed ``words``; returns its bit length."""
+    pos = put_norms(words, norms, lo, hi, norm_bits, dither_key)
     n1 = np.int64(K + 1)  # Elias delta: gamma of the bit length, then the low bits
     nb = 0
     while (n1 >> nb) > 1:
@@ -225,18 +251,7 @@ def _write(norms, lo, hi, norm_bits, idx, neg, K, M, dither_key, words):
 def _read(words, end, B, m, norm_bits, M, kappa, U, y):
     """Decode a payload into the rotated domain ``y`` (``B m`` float32); ``DecodeError`` on any bad field."""
     G = GROUP
-    lb, pos = get_checked(words, end, 0, 32)
-    hb, pos = get_checked(words, end, pos, 32)
-    lo = np.float64(field_f32(lb))
-    hi = np.float64(field_f32(hb))
-    if not (0.0 <= lo <= hi < np.inf):
-        raise DecodeError("rotated_ternary: norm range must be finite with 0 <= lo <= hi")
-    L = 1 << norm_bits
-    step = (hi - lo) / (L - 1)
-    vals = np.empty(B, np.float32)
-    for b in range(B):
-        j, pos = get_checked(words, end, pos, norm_bits)
-        vals[b] = np.float32(kappa * (lo + np.float64(j) * step))
+    vals, pos = get_norms(words, end, B, norm_bits, kappa)
     nbp1, pos = get_gamma(words, end, pos)
     nb = nbp1 - 1
     if nb > 62:
@@ -376,9 +391,9 @@ class RotatedTernary(Codec):
         if d == 0:
             return np.zeros(0, np.uint8), 0
         if not np.isfinite(x).all():
-            raise ValueError("rotated_ternary: input must be finite")
+            raise ValueError(f"{self.name}: input must be finite")
         n, mb, B = self._layout(d)
-        T, P, _, _, M = self._shape(mb)
+        T = self._shape(mb)[0]
         shift = range_shift(x)  # entries near float32's maximum would overflow the rotation's sums
         y = rotate(np.ldexp(x, -shift), np.uint64(key.stream("rotated_ternary.rotation")), self.rotation_block)
         norms = np.empty(B)
@@ -395,23 +410,29 @@ class RotatedTernary(Codec):
         if np.float64(hi) < norms.max():
             hi = np.nextafter(hi, np.float32(np.inf))
         if not np.isfinite(hi):
-            raise ValueError("rotated_ternary: input norm overflows float32")
-        bound = 200 + B * self.norm_bits + n // M + K * (M.bit_length() + 3)
-        words = new_words(bound)
-        nbits = _write(norms, lo, hi, self.norm_bits, idx, neg, K, M,
-                       np.uint64(key.stream("rotated_ternary.norm")), words)
-        return words.view(np.uint8), nbits
+            raise ValueError(f"{self.name}: input norm overflows float32")
+        return self._payload(norms, lo, hi, idx[:K], neg[:K], mb, np.uint64(key.stream("rotated_ternary.norm")))
+
+    def _payload(self, norms, lo, hi, idx, neg, mb, norm_key):
+        """The payload of the block norms and the kept positions ``idx`` with their signs ``neg``."""
+        M = self._shape(mb)[4]
+        K = idx.shape[0]
+        words = new_words(200 + len(norms) * self.norm_bits + len(norms) * mb // M + K * (M.bit_length() + 3))
+        return words.view(np.uint8), _write(norms, lo, hi, self.norm_bits, idx, neg, K, M, norm_key, words)
+
+    # bits every payload of a non-empty vector has beyond lo, hi and the norm levels (the count's delta code)
+    least_trailer = 1
 
     def _decode(self, data, nbits, d, key):
         if d == 0:
             if nbits:
-                raise DecodeError(f"rotated_ternary: payload has {nbits} bits for an empty vector")
+                raise DecodeError(f"{self.name}: payload has {nbits} bits for an empty vector")
             return np.zeros(0, np.float32)
         n, mb, B = self._layout(d)
-        if nbits < 64 + B * self.norm_bits:  # lo, hi and a norm per block: d bounded before allocating
-            raise DecodeError(f"rotated_ternary: payload has {nbits} bits, fewer than the {64 + B * self.norm_bits} "
-                              f"of the norms of a {d}-vector")
-        _, _, kappa, _, M = self._shape(mb)
+        least = 64 + B * self.norm_bits + self.least_trailer
+        if nbits < least:  # d bounded before allocating
+            raise DecodeError(f"{self.name}: payload has {nbits} bits, fewer than the {least} of any {d}-vector's")
+        kappa = self._shape(mb)[2]
         y = np.empty(n, np.float32)
         words = load_words(data, nbits)
         # Norms near float32's maximum: decode at 2^-shift (lo and hi are the two halves of word 0), so that
@@ -419,9 +440,13 @@ class RotatedTernary(Codec):
         shift = range_shift(words.view(np.float32)[:2])
         if shift:
             words.view(np.float32)[:2] = np.ldexp(words.view(np.float32)[:2], -shift)
-        _read(words, nbits, B, mb, self.norm_bits, M, kappa, self._haar(key, mb)[0], y)
+        self._read(words, nbits, B, mb, kappa, self._haar(key, mb)[0], y)
         out = unrotate(y, d, np.uint64(key.stream("rotated_ternary.rotation")), self.rotation_block)
         if shift:
             with np.errstate(over="ignore"):  # a value beyond float32's range is inf
                 out = np.ldexp(out, shift)
         return out
+
+    def _read(self, words, nbits, B, mb, kappa, U, y):
+        """Decode the payload in word form into the rotated domain ``y``."""
+        _read(words, nbits, B, mb, self.norm_bits, self._shape(mb)[4], kappa, U, y)

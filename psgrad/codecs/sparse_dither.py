@@ -30,8 +30,8 @@ vector of equal magnitudes at density 1 thus costs one sign bit per coordinate.
 message the encoder predicts, from ``x`` alone, the error of sparse dithering
 and of ``rotated_ternary`` at the rate sparse dithering spends on equal
 magnitudes (``density (log2(1/density) + 3.5)`` bits per coordinate), and
-sends the payload of the one nearer the bound followed by one choice bit
-(0 = sparse dithering, 1 = rotated). The choice never depends on a random
+sends one choice bit (0 = sparse dithering, 1 = rotated) followed by the
+payload of the one nearer the bound. The choice never depends on a random
 draw, so the operator stays unbiased; sparse inputs keep their exact,
 short sparse payload, and dense ones (where sparse dithering is up to 15
 times the bound) get the rotated code.
@@ -42,7 +42,8 @@ from numba import njit
 from ..bitstream.bits import f32_field, field_f32
 from ..bitstream.codes import bit_length
 from ..bitstream.rng import draw_u64, draw_uniform
-from ..bitstream.words import ctz, get, get_checked, get_gamma, get_rice, load_words, sink_flush, sink_put
+from ..bitstream.words import (ctz, get, get_checked, get_gamma, get_rice, get_words, load_words, new_words,
+                               put_words, sink_flush, sink_put)
 from ..errors import DecodeError
 from .base import SparseDecodeCodec, add_into
 from .buckets import F32_MAX
@@ -321,14 +322,15 @@ class SparseDither(SparseDecodeCodec):
         if not self.rotate:
             return self._encode_sparse(x, key, None)
         choice = []
-        words, nbits = self._encode_sparse(x, key, choice)
+        data, nbits = self._encode_sparse(x, key, choice)
         if choice[0]:
-            words, nbits = self.dense.encode(x, key)[:2]
-            words = np.concatenate([words, np.zeros(9, np.uint8)]).view(np.uint8)
-        # the choice as one bit after the payload, so both payloads keep their own layout
-        byte, off = nbits >> 3, nbits & 7
-        words[byte] = (words[byte] & np.uint8(~(1 << off) & 0xFF)) | np.uint8(choice[0] << off)
-        return words, nbits + 1
+            data, nbits = self.dense.encode(x, key)[:2]
+        # the choice as the first bit, then the chosen payload in its own layout: a wrong length leaves the
+        # choice as it was, so the chosen decoder sees a truncated or extended payload of its own and refuses it
+        words = new_words(nbits + 1)
+        put_words(words, 1, load_words(data, nbits), nbits)
+        words[0] |= np.uint64(choice[0])
+        return words.view(np.uint8), nbits + 1
 
     def _choose_rotated(self, x, lam, top):
         """Whether the rotated code is expected nearer the bound than sparse dithering at ``lambda`` for
@@ -382,15 +384,19 @@ class SparseDither(SparseDecodeCodec):
         return words.view(np.uint8), nbits
 
     def _decode_nonzero(self, data, nbits, d, key, out, add):
-        if self.rotate:
-            if nbits < 1:
-                raise DecodeError("sparse_dither: payload lacks its choice bit")
-            nbits -= 1
-            if (data[nbits >> 3] >> (nbits & 7)) & 1:
-                y = self.dense.decode(data, nbits, d, key)
-                if add:
-                    add_into(out, y)
-                else:
-                    out[:] = y
-                return
-        _read(load_words(data, nbits), nbits, d, self.levels, out, add)
+        if not self.rotate:
+            _read(load_words(data, nbits), nbits, d, self.levels, out, add)
+            return
+        if nbits < 1:
+            raise DecodeError("sparse_dither: payload lacks its choice bit")
+        words = load_words(data, nbits)
+        inner = new_words(nbits - 1)
+        get_words(words, 1, nbits - 1, inner)
+        if words[0] & np.uint64(1):
+            y = self.dense.decode(inner.view(np.uint8), nbits - 1, d, key)
+            if add:
+                add_into(out, y)
+            else:
+                out[:] = y
+            return
+        _read(inner, nbits - 1, d, self.levels, out, add)

@@ -17,7 +17,8 @@ CODECS = [("spherical", {}), ("spherical", {"m": 16, "bits": 9, "gain_bits": 3})
           ("spherical", {"code": "trellis", "m": 32, "bits": 64, "states": 4, "gain_bits": 2}),
           ("sparse_dither", {}), ("sparse_dither", {"density": 0.2, "levels": 2}),
           ("sparse_dither", {"density": 1.0}), ("sparse_dither", {"density": 0.02, "rotate": False}),
-          ("rotated_ternary", {"rate": 0.25, "m": 64}), ("rotated_ternary", {"rate": 0.05, "m": 256})]
+          ("rotated_ternary", {"rate": 0.25, "m": 64}), ("rotated_ternary", {"rate": 0.05, "m": 256}),
+          ("rotated_entropy", {"rate": 0.25, "m": 64}), ("rotated_entropy", {"rate": 0.05, "m": 256})]
 
 
 def _runs(codec, x, trials):

@@ -116,14 +116,16 @@ def test_rate_lands_near_its_target_on_a_large_vector():
         assert abs(enc.nbits / d / rate - 1) < 0.06
 
 
-def test_sparse_dither_appends_one_choice_bit_to_the_sparse_payload_on_sparse_inputs():
+def test_sparse_dither_puts_one_choice_bit_before_the_sparse_payload_on_sparse_inputs():
     d = 4096
     x = np.zeros(d, np.float32)
     x[[5, 900, 3000]] = [1.5, -1.5, 1.5]  # all kept, all at the level lambda: exact
     legacy = psgrad.codec("sparse_dither", density=0.01, rotate=False).encode(x)
     enc = psgrad.codec("sparse_dither", density=0.01).encode(x)
     assert enc.nbits == legacy.nbits + 1
-    assert np.unpackbits(enc.data, bitorder="little")[legacy.nbits] == 0
+    bits = np.unpackbits(enc.data, bitorder="little")
+    assert bits[0] == 0
+    assert np.array_equal(bits[1:enc.nbits], np.unpackbits(legacy.data, bitorder="little")[:legacy.nbits])
     assert np.array_equal(psgrad.codec("sparse_dither", density=0.01).decode(enc.data, enc.nbits, d), x)
 
 
@@ -135,7 +137,7 @@ def test_sparse_dither_sends_flat_inputs_by_the_rotated_code_and_comes_within_tw
     for t in range(4):
         key = psgrad.Key(round=t)
         enc = c.encode(x, key)
-        assert np.unpackbits(enc.data, bitorder="little")[enc.nbits - 1] == 1
+        assert np.unpackbits(enc.data, bitorder="little")[0] == 1
         errs.append(np.sum((c.decode(enc.data, enc.nbits, d, key) - x) ** 2) / d)
         bits.append(enc.nbits)
     rate = np.mean(bits) / d
