@@ -14,6 +14,7 @@ def start(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "psgrad.train", "--local", "--set", f"run.results_dir={tmp_path}",
            "--set", "run.name=r", "--set", "run.rounds=1000000", "--set", "task.name=linreg",
+           "--set", "task.dataset=synthetic",
            "--set", "run.log_every=1000000", "--set", "run.eval_every=1000000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = tmp_path / "r" / "metrics.csv"
@@ -47,7 +48,7 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
 def test_sigterm_in_the_first_second_stops_at_round_0_with_a_checkpoint(tmp_path):
     # The handler is in place within milliseconds: ``import psgrad`` imports neither numba nor torch
     cmd = [sys.executable, "-m", "psgrad.train", "--local", "--set", f"run.results_dir={tmp_path}",
-           "--set", "run.name=r", "--set", "task.name=linreg"]
+           "--set", "run.name=r", "--set", "task.name=linreg", "--set", "task.dataset=synthetic"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,8 @@ from run_files import rows
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 120
 # On top of the default job (what psgrad.train runs without --config), in the test's own process's CPU kernels.
-SETTINGS = ["run.reproducible=false", "task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "run.agents_per_worker=2",
+SETTINGS = ["run.reproducible=false", "task.name=logreg",
+            "task.batch_size=16", "optim.momentum=0.9", "run.agents_per_worker=2",
             "run.rounds=9", "run.eval_every=2", "run.digest_every=3", "run.checkpoint_every=2", "run.log_every=1000"]
 
 

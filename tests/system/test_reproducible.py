@@ -3,7 +3,8 @@
 A child started with ``ATEN_CPU_CAPABILITY=avx2`` runs torch's AVX2 kernels on an AVX-512 machine, as an
 AVX2-only machine would; ``OPENBLAS_CORETYPE`` and ``NPY_DISABLE_CPU_FEATURES`` do the same for numpy's
 BLAS and its own SIMD loops. With reproducible mode a child in one process on this CPU's kernels and one
-under mpirun standing in for another CPU end with the same model and bits. (Without it the kernels show in the bits: docs/reliability.md.)
+under mpirun standing in for another CPU end with the same model and bits. (Without it the kernels show in
+the bits: docs/reliability.md.)
 """
 import json
 import os
@@ -61,7 +62,8 @@ def results(tmp_path, jobs):
 def test_reproducible_runs_end_alike_whatever_kernels_the_cpu_offers(tmp_path):
     # The stand-in is real: a child given the variable runs the other kernels unless psgrad says otherwise.
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                           capture_output=True, text=True, timeout=LIMIT, env={**os.environ, "ATEN_CPU_CAPABILITY": OTHER})
+                           capture_output=True, text=True, timeout=LIMIT,
+                           env={**os.environ, "ATEN_CPU_CAPABILITY": OTHER})
     assert probe.stdout.split() == [OTHER.upper()], probe.stderr
     jobs = [launch(tmp_path, "native"),
             launch(tmp_path, "other", mpi=True, ATEN_CPU_CAPABILITY=OTHER, OPENBLAS_CORETYPE="Prescott",
