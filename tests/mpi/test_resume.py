@@ -3,28 +3,16 @@ from pathlib import Path
 
 import pytest
 
-import psgrad
 from psgrad import config
 from psgrad.runtime import checkpoint
 from psgrad.runtime.loop import NoStop, Stopped, build, resolve_workers, run_local, run_mpi
 from run_files import rows
+from schemes_under_test import run_settings, under_test
 
 pytestmark = [pytest.mark.mpi(min_size=3), pytest.mark.timeout(300)]
 
-PREFERRED_CODECS = ("qsgd", "randk", "natural_dither", "topk", "fp16", "fp32")
 TASK = ["task.name=logreg", "task.batch_size=16", "optim.momentum=0.9", "run.agents_per_worker=2", "run.rounds=8",
         "run.eval_every=3", "run.digest_every=2", "run.log_every=1000"]
-
-
-def representative_codec(scheme_name):
-    for name in PREFERRED_CODECS:
-        if name in psgrad.codecs():
-            try:
-                psgrad.scheme(scheme_name, name).init(31)
-                return name
-            except ValueError:
-                continue
-    raise AssertionError(f"no codec fits scheme {scheme_name}")
 
 
 class StopAt:
@@ -39,13 +27,12 @@ class StopAt:
         return self.calls >= self.n
 
 
-@pytest.mark.parametrize("scheme_name", psgrad.schemes())
+@pytest.mark.parametrize("scheme_name", under_test())
 def test_an_mpi_run_stopped_by_one_worker_resumes_equal_to_an_uninterrupted_local_run(mpi_comm, tmp_path,
                                                                                       scheme_name):
     comm = mpi_comm
     root = Path(comm.bcast(str(tmp_path), root=0))
-    sets = [f"run.results_dir={root}", *TASK, f"scheme.name={scheme_name}",
-            f"scheme.codec={representative_codec(scheme_name)}"]
+    sets = [f"run.results_dir={root}", *TASK, *run_settings(scheme_name)]
     cfg = resolve_workers(config.load(None, [*sets, "run.name=mpi"]), comm.Get_size())
     task, sc = build(cfg)
     # Worker rank 1 gets "SIGTERM" while computing round 4; its messages ask the server to stop
