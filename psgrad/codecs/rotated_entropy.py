@@ -26,19 +26,18 @@ from numba import njit
 from ..bitstream import rans
 from ..bitstream.words import new_words
 from ..errors import DecodeError
-from .rotated_ternary import GROUP, RotatedTernary, get_norms, put_norms
-from .spherical_trellis import turn_rows
+from .rotated_ternary import GROUP, RotatedTernary, get_norms, put_norms, turn_blocks
 
 PREC = 16  # frequency precision of the model: P/2 >= 2^-16 down to the least rate the codec allows
 SIGN = np.array([0.0, 1.0, -1.0], np.float32)  # the value of each symbol, before the block's scale
 
 
 @njit(cache=True)
-def _turn_back(V, U, Y):
-    """``Y_b = U^T V_b`` for every block, ``GROUP`` blocks at a time (``turn_rows``)."""
+def _turn_back(V, turn, Y):
+    """``Y_b = U^T V_b`` for every block, ``GROUP`` blocks at a time (``turn_blocks``)."""
     for b0 in range(0, V.shape[0], GROUP):
         b1 = min(V.shape[0], b0 + GROUP)
-        turn_rows(V[b0:b1], U, Y[b0:b1])
+        turn_blocks(V[b0:b1], turn, True, Y[b0:b1])
 
 
 class RotatedEntropy(RotatedTernary):
@@ -73,7 +72,7 @@ class RotatedEntropy(RotatedTernary):
         """The blocks whose decoded norm is not zero, from the norm fields in ``words``."""
         return np.flatnonzero(get_norms(words, end, B, self.norm_bits, 1.0)[0] != 0)
 
-    def _read(self, words, nbits, B, mb, kappa, U, y):
+    def _read(self, words, nbits, B, mb, kappa, turn, y):
         vals, pos = get_norms(words, nbits, B, self.norm_bits, kappa)
         live = np.flatnonzero(vals != 0)
         freq, cum, slot_sym, prec = self._model(mb)
@@ -83,4 +82,4 @@ class RotatedEntropy(RotatedTernary):
             raise DecodeError(f"{self.name}: {nbits - pos} bits left after the last symbol")
         V = np.zeros((B, mb), np.float32)
         V[live] = SIGN[symbols] * vals[live, None]
-        _turn_back(V, U, y.reshape((B, mb)))
+        _turn_back(V, turn, y.reshape((B, mb)))

@@ -8,9 +8,12 @@ Steps (encoder; the decoder mirrors 1, 2 and 5):
 2. Turn every block by the same Haar-random orthogonal ``U`` of the round,
    ``z_b = U y_b``. ``U`` is a product of ``m'`` Householder reflections of
    shrinking size drawn from shared normals (``householder_haar``): ``m'^2 / 2``
-   draws and no factorisation. It is formed as a dense matrix from the
-   reflections (``dense_turn``) and applied with ``turn_rows``, ``m'``
-   multiply-adds per coordinate in a fixed order.
+   draws and no factorisation. With many blocks it is formed as a dense
+   matrix from the reflections (``dense_turn``, about ``2 m'^3 / 3``
+   multiply-adds) and applied with ``turn_rows``; with few (``B < m'``, short
+   vectors) the reflections are applied to the blocks directly
+   (``reflect_rows``, about ``m'^2`` multiply-adds per block). Either way
+   ``O(m')`` multiply-adds per coordinate in a fixed order (``turn_blocks``).
 3. Keep coordinate ``t`` of block ``b`` when ``|z_bt| > T ||z_b|| / sqrt(m')``:
    ``Q_b`` is the vector of signs on the kept set, zero elsewhere. ``T`` is
    set from ``rate`` so that the entropy of the kept pattern plus its signs
@@ -162,8 +165,50 @@ def dense_turn(W, off, f, sg, m):
 
 
 @njit(cache=True)
-def _select(y, m, B, UT, T, norms, idx, neg):
-    """Turn the blocks of ``y`` (``z_b = U y_b``, ``GROUP`` blocks at a time through ``turn_rows``), record
+def reflect_rows(V, W, off, f, sg, back, out):
+    """``out[b] = U V[b]`` (``back``: ``U^T V[b]``) for every row, straight from the reflections, eight rows
+    at a time as the lanes of a tile (``_reflect``). ``U`` applies reflection ``m - 1`` first and ``0``
+    last; every reflection is symmetric, so ``U^T`` applies them in the opposite order."""
+    n, m = V.shape
+    zt = np.empty(m * 8, np.float32)
+    for b0 in range(0, n, 8):
+        nl = min(8, n - b0)
+        zt[:] = 0.0
+        for l in range(nl):
+            for i in range(m):
+                zt[i * 8 + l] = V[b0 + l, i]
+        for j in range(m):
+            _reflect(zt, m, j if back else m - 1 - j, W, off, f, sg)
+        for l in range(nl):
+            for i in range(m):
+                out[b0 + l, i] = zt[i * 8 + l]
+
+
+def haar_turn(key, m, B):
+    """The round's turn for ``B`` blocks of ``m``: ``(W, off, f, sg, U, UT)``, the reflections and, where
+    ``B >= m`` makes building them cheaper than applying the reflections block by block, the dense ``U``
+    and ``U^T`` (else 0 x 0)."""
+    refl = householder_haar(key, m)
+    if B < m:
+        empty = np.zeros((0, 0), np.float32)
+        return refl + (empty, empty)
+    return refl + dense_turn(*refl, m)
+
+
+@njit(cache=True)
+def turn_blocks(V, turn, back, out):
+    """``out[b] = U V[b]`` (``back``: ``U^T V[b]``) for every row, with the dense matrices of ``turn`` when
+    it has them (``turn_rows``), else from its reflections (``reflect_rows``)."""
+    W, off, f, sg, U, UT = turn
+    if U.shape[0]:
+        turn_rows(V, U if back else UT, out)
+    else:
+        reflect_rows(V, W, off, f, sg, back, out)
+
+
+@njit(cache=True)
+def _select(y, m, B, turn, T, norms, idx, neg):
+    """Turn the blocks of ``y`` (``z_b = U y_b``, ``GROUP`` blocks at a time through ``turn_blocks``), record
     their norms and the kept positions and signs; returns ``K``."""
     G = GROUP
     Y = y[:B * m].reshape((B, m))
@@ -171,7 +216,7 @@ def _select(y, m, B, UT, T, norms, idx, neg):
     K = 0
     for b0 in range(0, B, G):
         n = min(G, B - b0)
-        turn_rows(Y[b0:b0 + n], UT, Z[:n])
+        turn_blocks(Y[b0:b0 + n], turn, False, Z[:n])
         for l in range(n):
             z = Z[l]
             s = 0.0
@@ -248,7 +293,7 @@ def _write(norms, lo, hi, norm_bits, idx, neg, K, M, dither_key, words):
 
 
 @njit(cache=True)
-def _read(words, end, B, m, norm_bits, M, kappa, U, y):
+def _read(words, end, B, m, norm_bits, M, kappa, turn, y):
     """Decode a payload into the rotated domain ``y`` (``B m`` float32); ``DecodeError`` on any bad field."""
     G = GROUP
     vals, pos = get_norms(words, end, B, norm_bits, kappa)
@@ -287,7 +332,7 @@ def _read(words, end, B, m, norm_bits, M, kappa, U, y):
                 s, pos = get_checked(words, end, pos, 1)
                 i = i + gap + 1
                 pending = True
-        turn_rows(V[:nblk], U, Y[b0:b0 + nblk])  # y_b = U^T v_b
+        turn_blocks(V[:nblk], turn, True, Y[b0:b0 + nblk])  # y_b = U^T v_b
     if pending:
         raise DecodeError("rotated_ternary: position past the end of the vector")
     if pos != end:
@@ -382,9 +427,9 @@ class RotatedTernary(Codec):
         w = self._shape(mb)[3]
         return w + (1.0 + w) * B / (4.0 * ((1 << self.norm_bits) - 1) ** 2)
 
-    def _haar(self, key, mb):
-        """``(U, U^T)`` of the round, dense."""
-        return dense_turn(*householder_haar(np.uint64(key.stream("rotated_ternary.haar")), mb), mb)
+    def _haar(self, key, mb, B):
+        """The round's turn of ``B`` blocks (``haar_turn``)."""
+        return haar_turn(np.uint64(key.stream("rotated_ternary.haar")), mb, B)
 
     def _encode(self, x, key):
         d = x.shape[0]
@@ -399,7 +444,7 @@ class RotatedTernary(Codec):
         norms = np.empty(B)
         idx = np.empty(n, np.int64)
         neg = np.empty(n, np.bool_)
-        K = _select(y, mb, B, self._haar(key, mb)[1], T, norms, idx, neg)
+        K = _select(y, mb, B, self._haar(key, mb, B), T, norms, idx, neg)
         # Back to the input's scale; a block norm beyond float32's range is sent as its maximum (the decoded
         # block is then shorter than the input's: the one place this codec is not unbiased).
         norms = np.minimum(np.ldexp(norms, shift), F32_MAX)
@@ -440,13 +485,13 @@ class RotatedTernary(Codec):
         shift = range_shift(words.view(np.float32)[:2])
         if shift:
             words.view(np.float32)[:2] = np.ldexp(words.view(np.float32)[:2], -shift)
-        self._read(words, nbits, B, mb, kappa, self._haar(key, mb)[0], y)
+        self._read(words, nbits, B, mb, kappa, self._haar(key, mb, B), y)
         out = unrotate(y, d, np.uint64(key.stream("rotated_ternary.rotation")), self.rotation_block)
         if shift:
             with np.errstate(over="ignore"):  # a value beyond float32's range is inf
                 out = np.ldexp(out, shift)
         return out
 
-    def _read(self, words, nbits, B, mb, kappa, U, y):
-        """Decode the payload in word form into the rotated domain ``y``."""
-        _read(words, nbits, B, mb, self.norm_bits, self._shape(mb)[4], kappa, U, y)
+    def _read(self, words, nbits, B, mb, kappa, turn, y):
+        """Decode the payload in word form into the rotated domain ``y`` (``turn``: the round's, ``haar_turn``)."""
+        _read(words, nbits, B, mb, self.norm_bits, self._shape(mb)[4], kappa, turn, y)

@@ -5,6 +5,7 @@ import psgrad
 from psgrad.bitstream import rans
 from psgrad.bitstream.hadamard import padded_length
 from psgrad.codecs.rotated_entropy import SIGN
+from psgrad.codecs.rotated_ternary import dense_turn, householder_haar
 
 
 def test_it_decodes_to_the_vector_rotated_ternary_decodes_for_the_same_key():
@@ -31,7 +32,7 @@ def test_the_payload_is_the_norms_then_the_rans_stream_of_the_live_blocks_symbol
     assert len(live) == 16  # the zero rotation block sends no symbols
     freq, cum, _, prec = c._model(m)
     # the symbols are those of the decoded vector: U turns it back into a sign pattern times the block scale
-    U = c._haar(key, m)[0]
+    U = dense_turn(*householder_haar(np.uint64(key.stream("rotated_ternary.haar")), m), m)[0]
     z = c.decode(enc.data, enc.nbits, d, key)
     zr = psgrad.codecs.rotated_ternary.rotate(z, np.uint64(key.stream("rotated_ternary.rotation")), c.rotation_block)
     turned = zr.reshape(B, m)[live].astype(np.float64) @ U.astype(np.float64).T  # y_b = v_b U, so v_b = y_b U^T

@@ -4,7 +4,7 @@ import pytest
 import psgrad
 from psgrad.bitstream.codes import delta_len
 from psgrad.bitstream.words import get_golomb, golomb_len, golomb_parameter, load_words, new_words, put_golomb
-from psgrad.codecs.rotated_ternary import dense_turn, householder_haar, shape
+from psgrad.codecs.rotated_ternary import dense_turn, haar_turn, householder_haar, shape, turn_blocks
 
 
 def test_golomb_code_of_four_with_parameter_three_is_one_zero_then_the_two_bit_remainder_one():
@@ -58,6 +58,20 @@ def test_householder_turn_is_orthogonal_and_its_first_column_is_the_first_reflec
     u = s * W[:m].astype(np.float64)
     u[0] -= s
     assert np.abs(U[:, 0] - u).max() < 1e-5
+
+
+@pytest.mark.parametrize("m, B", [(1, 3), (16, 5), (64, 9)])
+def test_the_reflections_turn_blocks_as_the_dense_matrices_do(m, B):
+    refl = householder_haar(np.uint64(11), m)
+    U, UT = dense_turn(*refl, m)
+    assert haar_turn(np.uint64(11), m, B)[4].shape == ((m, m) if B >= m else (0, 0))
+    V = np.random.default_rng(m).standard_normal((B, m)).astype(np.float32)
+    for back, want in ((False, V @ U.T), (True, V @ U)):  # rows: U v_b and U^T v_b
+        got = np.empty_like(V)
+        turn_blocks(V, refl + (np.zeros((0, 0), np.float32),) * 2, back, got)
+        dense = np.empty_like(V)
+        turn_blocks(V, refl + (U, UT), back, dense)
+        assert np.allclose(got, want, atol=1e-5) and np.allclose(dense, want, atol=1e-5)
 
 
 def test_householder_turn_sends_a_fixed_vector_to_a_uniform_direction():
