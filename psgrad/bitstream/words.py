@@ -427,6 +427,24 @@ def get_words(words, pos, nbits, dst):
         dst[n - 1] &= (_ONE << np.uint64(nbits & 63)) - _ONE
 
 
+def with_field(value, width, data, nbits):
+    """The payload ``data`` of ``nbits`` bits behind a ``width``-bit field holding ``value`` (stream bits
+    ``0..width-1``, least significant first): ``(bytes, nbits + width)``."""
+    words = new_words(nbits + width)
+    put_words(words, width, load_words(data, nbits), nbits)
+    words[0] |= np.uint64(value)
+    return words.view(np.uint8), nbits + width
+
+
+def split_field(data, nbits, width):
+    """The inverse of ``with_field`` for a payload of ``nbits >= width`` bits: ``(value, inner payload as
+    words, its bit length)``."""
+    words = load_words(data, nbits)
+    inner = new_words(nbits - width)
+    get_words(words, width, nbits - width, inner)
+    return int(words[0] & np.uint64((1 << width) - 1)), inner, nbits - width
+
+
 @njit(cache=True)
 def pack_fixed(vals, width, out):
     """Pack ``vals[i] < 2**width`` (``1 <= width <= 32``) as consecutive ``width``-bit fields into the

@@ -6,6 +6,7 @@ This subpackage is callable: ``psgrad.codecs()`` lists every codec name, as ``na
 import sys
 
 from ..registry import Listing, build, names as registry_names
+from .adaptive import Adaptive
 from .base import Codec, Encoded, Key
 from .floats import Bf16, Fp16, Fp32
 from .natural import Natural, NaturalDither
@@ -36,6 +37,7 @@ REGISTRY = {
     "rotated_entropy": RotatedEntropy,
     "sparse_dither": SparseDither,
     "spherical": Spherical,
+    "adaptive": Adaptive,
 }
 
 

@@ -420,11 +420,16 @@ class RotatedTernary(Codec):
         least = _entropy(1.0 / mb) + 1.0 / mb
         return shape(mb, max(self.rate - self.norm_bits / mb, least))
 
+    def shape_error(self, d):
+        """``E||C(x) - x||^2 / ||x||^2`` for ``d``-vectors without the norm dither: the same for every ``x``,
+        because the Haar turn makes every block uniform on its sphere (``shape``)."""
+        return self._shape(self._layout(max(d, 1))[1])[3]
+
     def omega(self, d):
         # shape term, plus the norm dither: per block variance <= step^2 / 4 <= ||y||^2 / (4 (L-1)^2), B blocks,
         # times E||kappa Q||^2 / ||z||^2 = 1 + shape term
-        _, mb, B = self._layout(max(d, 1))
-        w = self._shape(mb)[3]
+        B = self._layout(max(d, 1))[2]
+        w = self.shape_error(d)
         return w + (1.0 + w) * B / (4.0 * ((1 << self.norm_bits) - 1) ** 2)
 
     def _haar(self, key, mb, B):
@@ -432,9 +437,15 @@ class RotatedTernary(Codec):
         return haar_turn(np.uint64(key.stream("rotated_ternary.haar")), mb, B)
 
     def _encode(self, x, key):
-        d = x.shape[0]
-        if d == 0:
+        if x.shape[0] == 0:
             return np.zeros(0, np.uint8), 0
+        return self._payload(*self.quantize(x, key))
+
+    def quantize(self, x, key):
+        """Steps 1 to 4 for a non-empty ``x``: the arguments of ``_payload`` (block norms, their range, the
+        kept positions and signs, the block length and the norm dither's key). Every coder of the pattern
+        (``_payload`` of this class or of ``rotated_entropy``) decodes them to the same vector."""
+        d = x.shape[0]
         if not np.isfinite(x).all():
             raise ValueError(f"{self.name}: input must be finite")
         n, mb, B = self._layout(d)
@@ -456,7 +467,7 @@ class RotatedTernary(Codec):
             hi = np.nextafter(hi, np.float32(np.inf))
         if not np.isfinite(hi):
             raise ValueError(f"{self.name}: input norm overflows float32")
-        return self._payload(norms, lo, hi, idx[:K], neg[:K], mb, np.uint64(key.stream("rotated_ternary.norm")))
+        return norms, lo, hi, idx[:K], neg[:K], mb, np.uint64(key.stream("rotated_ternary.norm"))
 
     def _payload(self, norms, lo, hi, idx, neg, mb, norm_key):
         """The payload of the block norms and the kept positions ``idx`` with their signs ``neg``."""

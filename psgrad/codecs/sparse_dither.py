@@ -42,14 +42,35 @@ from numba import njit
 from ..bitstream.bits import f32_field, field_f32
 from ..bitstream.codes import bit_length
 from ..bitstream.rng import draw_u64, draw_uniform
-from ..bitstream.words import (ctz, get, get_checked, get_gamma, get_rice, get_words, load_words, new_words,
-                               put_words, sink_flush, sink_put)
+from ..bitstream.words import (ctz, get, get_checked, get_gamma, get_rice, load_words, sink_flush, sink_put,
+                               split_field, with_field)
 from ..errors import DecodeError
 from .base import SparseDecodeCodec, add_into
 from .buckets import F32_MAX
 from .rotated_ternary import RotatedTernary, shape
 
 _ONE = np.uint64(1)
+
+
+def sparse_rate(density):
+    """Bits per coordinate that sparse dithering spends at ``density`` on equal magnitudes: per kept
+    coordinate about ``log2(1 / density) + 1.5`` bits of Rice gap, a sign and a level bit."""
+    return density * (np.log2(1.0 / density) + 3.5)
+
+
+def density_for_rate(rate):
+    """The density whose ``sparse_rate`` is ``rate`` (``0 < rate <= 3.5``; ``sparse_rate`` increases on
+    ``(0, 1]`` from 0 to 3.5), by bisection."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sparse_rate(mid) < rate else (lo, mid)
+    return hi
+
+
+def peak(x):
+    """``max |x_i|`` as a float (0 for an empty ``x``), from numpy's reductions (no ``|x|`` array)."""
+    return float(max(x.max(), -x.min())) if x.shape[0] else 0.0
 
 
 def solve_lambda(a, k):
@@ -271,12 +292,15 @@ def _read(words, end, d, levels, out, add):
 
 @njit(cache=True)
 def _predict(x, lam, top, levels):
-    """Expected squared error and expected kept count of sparse dithering of ``x`` at ``lambda``."""
+    """Expected squared error and expected kept count of sparse dithering of ``x`` at ``lambda``, and
+    ``||x||^2``, in one pass."""
     step = (top - lam) / levels if top > lam else 1.0
     err = 0.0
     k = 0.0
+    norm2 = 0.0
     for i in range(x.shape[0]):
         a = abs(np.float64(x[i]))
+        norm2 += a * a
         if a <= lam:
             err += a * lam - a * a
             k += a / lam
@@ -285,7 +309,7 @@ def _predict(x, lam, top, levels):
             r = f - np.floor(f)
             err += r * (1.0 - r) * step * step
             k += 1.0
-    return err, k
+    return err, k, norm2
 
 
 class SparseDither(SparseDecodeCodec):
@@ -309,7 +333,7 @@ class SparseDither(SparseDecodeCodec):
         # the rotated alternative at the rate sparse dithering spends on equal magnitudes: per kept coordinate
         # about log2(1 / density) + 1.5 bits of Rice gap, a sign and a level bit. Blocks of 1024 below 0.2 bit,
         # where the norms' bits weigh most; of 256 above (4 times less work, about 3 % more error)
-        rate = min(1.5, density * (np.log2(1.0 / density) + 3.5))
+        rate = min(1.5, sparse_rate(density))
         self.dense = RotatedTernary(rate=rate, m=1024 if rate < 0.2 else 256) if rotate else None
 
     def omega(self, d):
@@ -319,56 +343,55 @@ class SparseDither(SparseDecodeCodec):
         return max(sparse, self.dense.omega(d)) if self.rotate else sparse
 
     def _encode(self, x, key):
-        if not self.rotate:
-            return self._encode_sparse(x, key, None)
-        choice = []
-        data, nbits = self._encode_sparse(x, key, choice)
-        if choice[0]:
-            data, nbits = self.dense.encode(x, key)[:2]
-        # the choice as the first bit, then the chosen payload in its own layout: a wrong length leaves the
-        # choice as it was, so the chosen decoder sees a truncated or extended payload of its own and refuses it
-        words = new_words(nbits + 1)
-        put_words(words, 1, load_words(data, nbits), nbits)
-        words[0] |= np.uint64(choice[0])
-        return words.view(np.uint8), nbits + 1
-
-    def _choose_rotated(self, x, lam, top):
-        """Whether the rotated code is expected nearer the bound than sparse dithering at ``lambda`` for
-        this ``x`` (a function of ``x`` alone, never of the random draws, so either choice stays unbiased):
-        compares ``error * (4^rate - 1)`` of both, the sparse error and kept count computed for ``x``, its
-        bits estimated as ``log2(d / k) + 3.5`` per kept coordinate, the rotated error from its shape term."""
-        d = x.shape[0]
-        norm2 = float(np.dot(x.astype(np.float64), x.astype(np.float64)))
-        err, k = _predict(x, lam, top, self.levels)
-        sparse_rate = (84 + k * (max(np.log2(d / max(k, 1.0)), 0.0) + 3.5)) / d
-        _, mb, _ = self.dense._layout(d)
-        rot = self.dense._shape(mb)[3] * (4.0 ** self.dense.rate - 1.0)
-        return rot * norm2 < err * (4.0 ** sparse_rate - 1.0)
-
-    def _encode_sparse(self, x, key, choice):
-        """The sparse dithering payload; with a list ``choice``, appends whether the rotated code is chosen
-        instead and returns early when it is."""
-        d = x.shape[0]
-        top = float(max(x.max(), -x.min())) if d else 0.0  # numpy's reductions, no |x| array
+        top = peak(x)
         if not np.isfinite(top):
             raise ValueError("sparse_dither: input must be finite")
-        if top == 0.0:
-            if choice is not None:
-                choice.append(False)
-            words = np.zeros(3, np.uint64)
-            nbits = _write(x[:0], np.zeros(0, np.int32), 0, d, 1.0, 1.0, self.levels, 0, np.uint64(0), words)
-            return words.view(np.uint8), nbits
+        lam = self.threshold(x, top) if top > 0.0 else 1.0
+        rotated = self.rotate and top > 0.0 and self._choose_rotated(x, top, lam)
+        data, nbits = self.dense.encode(x, key)[:2] if rotated else self.encode_sparse(x, key, top, lam)
+        if not self.rotate:
+            return data, nbits
+        # the choice as the first bit, then the chosen payload in its own layout: a wrong length leaves the
+        # choice as it was, so the chosen decoder sees a truncated or extended payload of its own and refuses it
+        return with_field(int(rotated), 1, data, nbits)
+
+    def threshold(self, x, top):
+        """The ``lambda`` of ``x`` (``top = peak(x)``, finite and > 0), as a float32 value: solved on an
+        evenly strided sample of at most 65536 coordinates."""
+        d = x.shape[0]
         stride = max(1, d // 65536)
         sample = np.abs(x[::stride])
         k_target = self.density * len(sample)
         nonzero = np.count_nonzero(sample)
         lam = solve_lambda(sample, k_target) if 0 < k_target < nonzero else float(sample[sample > 0].min())
         # bounds as Python floats: comparing with a numpy float32 would cast lam to float32 first (and overflow)
-        lam = float(np.float32(min(max(lam, float(np.finfo(np.float32).tiny)), F32_MAX)))
-        if choice is not None:
-            choice.append(self._choose_rotated(x, lam, float(np.float32(top))))
-            if choice[0]:
-                return None, 0
+        return float(np.float32(min(max(lam, float(np.finfo(np.float32).tiny)), F32_MAX)))
+
+    def predict(self, x, top, lam):
+        """``(expected squared error, predicted rate, ||x||^2)`` of sparse dithering of ``x`` at ``lambda``
+        (a function of ``x`` alone): the error and kept count ``k`` exactly, the bits estimated as a
+        header of 84 and ``log2(d / k) + 3.5`` per kept coordinate."""
+        d = x.shape[0]
+        err, k, norm2 = _predict(x, lam, top, self.levels)
+        return err, (84 + k * (max(np.log2(d / max(k, 1.0)), 0.0) + 3.5)) / d, norm2
+
+    def _choose_rotated(self, x, top, lam):
+        """Whether the rotated code is expected nearer the bound than sparse dithering at ``lambda`` for
+        this ``x`` (a function of ``x`` alone, never of the random draws, so either choice stays unbiased):
+        compares ``error * (4^rate - 1)`` of both, sparse dithering's from ``predict``, the rotated error
+        from its shape term."""
+        err, rate, norm2 = self.predict(x, top, lam)
+        rot = self.dense.shape_error(x.shape[0]) * (4.0 ** self.dense.rate - 1.0)
+        return rot * norm2 < err * (4.0 ** rate - 1.0)
+
+    def encode_sparse(self, x, key, top, lam):
+        """The sparse dithering payload of ``x`` at ``lambda`` (``top = peak(x)``; any ``lambda`` when
+        ``top`` is 0): ``(bytes, nbits)``."""
+        d = x.shape[0]
+        if top == 0.0:
+            words = np.zeros(3, np.uint64)
+            nbits = _write(x[:0], np.zeros(0, np.int32), 0, d, 1.0, 1.0, self.levels, 0, np.uint64(0), words)
+            return words.view(np.uint8), nbits
         # numpy allocations: pages are touched only up to the kept count
         idx, kept = np.empty(d, np.int32), np.empty(d, np.float32)
         u = np.uint64(draw_u64(np.uint64(key.stream("sparse_dither.sample")), 0))
@@ -379,7 +402,7 @@ class SparseDither(SparseDecodeCodec):
         # remainder, the sign and a gamma code of at most 2 * 21 + 1 bits (levels <= 2^20)
         bound = 200 + (d >> r) + k * (r + 2 + 43 + 1)
         words = np.empty(bound // 64 + 3, np.uint64)
-        nbits = _write(kept, idx, k, d, lam, np.float64(np.float32(top)), self.levels, r,
+        nbits = _write(kept, idx, k, d, lam, top, self.levels, r,
                        np.uint64(key.stream("sparse_dither.levels")), words)
         return words.view(np.uint8), nbits
 
@@ -389,10 +412,8 @@ class SparseDither(SparseDecodeCodec):
             return
         if nbits < 1:
             raise DecodeError("sparse_dither: payload lacks its choice bit")
-        words = load_words(data, nbits)
-        inner = new_words(nbits - 1)
-        get_words(words, 1, nbits - 1, inner)
-        if words[0] & np.uint64(1):
+        rotated, inner, _ = split_field(data, nbits, 1)
+        if rotated:
             y = self.dense.decode(inner.view(np.uint8), nbits - 1, d, key)
             if add:
                 add_into(out, y)

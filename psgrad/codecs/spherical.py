@@ -225,17 +225,26 @@ class Spherical(Codec):
         per_block = self.gain_bits + (self.rate * self.block(d) if self.code == "trellis" else self.bits)
         return 32 + self.blocks(d) * per_block
 
-    def omega(self, d):
+    def shape_error(self, d):
+        """``E||C(x) - x||^2 / ||x||^2`` of the unbiased variant for ``d``-vectors without the gain dither,
+        the same for every ``x`` (None for the biased variant). Trellis: ``E[1/cos^2] - 1`` of the TCQ path,
+        the same for every input because the Haar turn makes each block's direction uniform; tabulated
+        (``shape_constants``, upper 4-sigma). Random code: ``1 / E[cos^2] - 1``."""
         if not self.unbiased:
             return None
         if self.code == "trellis":
-            # Shape term: E[1/cos^2] - 1 of the TCQ path, the same for every input because the Haar turn makes
-            # each block's direction uniform; tabulated (shape_constants, upper 4-sigma). Gain dither as below.
-            inv_cos2, _ = shape_constants(self.block(d), self.rate, self.states)
-            return inv_cos2 - 1.0 + np.sqrt(self.blocks(d)) * inv_cos2 / (self.levels - 1)
+            return shape_constants(self.block(d), self.rate, self.states)[0] - 1.0
+        return 1.0 / self.cos2 - 1.0
+
+    def omega(self, d):
+        if not self.unbiased:
+            return None
+        shape = self.shape_error(d)
+        if self.code == "trellis":  # the shape term and the gain dither, as below, with E[1/cos^2] for 1/E[cos^2]
+            return shape + np.sqrt(self.blocks(d)) * (shape + 1.0) / (self.levels - 1)
         # Shape term 1/E[cos^2] - 1, plus the gain dither: each block's dither variance is at most
         # step * g_b, step <= ||y|| / (L-1), and sum_b g_b <= sqrt(B) ||y||; divided by E[cos^2]^2.
-        return 1.0 / self.cos2 - 1.0 + np.sqrt(self.blocks(d)) / ((self.levels - 1) * self.cos2 ** 2)
+        return shape + np.sqrt(self.blocks(d)) / ((self.levels - 1) * self.cos2 ** 2)
 
     def _codebook(self, key):
         return _codebook(np.uint64(key.stream("spherical.codebook")), self.m, 1 << (self.bits - 1))
