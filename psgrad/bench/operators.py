@@ -52,6 +52,11 @@ POINTS = [
     ("sparse_dither", dict(density=0.3)),
     ("sparse_dither", dict(density=0.01, rotate=False)),
     ("sparse_dither", dict(density=0.05, rotate=False)),
+    ("adaptive", dict(rate=0.1)),
+    ("adaptive", dict(rate=0.25)),
+    ("adaptive", dict(rate=0.5)),
+    ("adaptive", dict(rate=1.0)),
+    ("adaptive", dict(rate=2.0)),
     ("fp16", {}),
     ("fp32", {}),
 ]
@@ -69,6 +74,8 @@ SPEED = [
     ("sparse_dither", dict(density=0.01)),
     ("sparse_dither", dict(density=0.05)),
     ("sparse_dither", dict(density=0.01, rotate=False)),
+    ("adaptive", dict(rate=0.1)),
+    ("adaptive", dict(rate=1.0)),
     ("fp16", {}),
 ]
 
@@ -151,19 +158,22 @@ def main(argv=None):
     ap.add_argument("--speed-d", type=int, default=10 ** 7)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--codecs", nargs="+", help="measure only these codecs (a partial run: give it its own --out)")
     args = ap.parse_args(argv)
+    points = [p for p in POINTS if not args.codecs or p[0] in args.codecs]
+    speeds = [p for p in SPEED if not args.codecs or p[0] in args.codecs]
     os.makedirs(args.out, exist_ok=True)
 
     rows = []
     for kind, x in inputs(args.d).items():
-        for name, params in POINTS:
+        for name, params in points:
             rate, err, ratio, unbiased = measure_error(name, params, x, args.trials)
             rows.append(dict(input=kind, codec=name, params=repr(params), unbiased=unbiased, rate=round(rate, 4),
                              error=f"{err:.5g}", ratio_to_bound=f"{ratio:.4g}"))
             print(f"{kind:10s} {name:13s} {params!r:50s} rate {rate:7.4f} err {err:10.4g} ratio {ratio:8.3f}",
                   flush=True)
     speed = []
-    for name, params in SPEED:
+    for name, params in speeds:
         rate, memcpy, t_enc, t_dec = measure_speed(name, params, args.speed_d, args.repeat)
         ns = 1e9 / args.speed_d
         speed.append(dict(codec=name, params=repr(params), rate=round(rate, 4), memcpy_s=f"{memcpy:.4g}",
@@ -184,7 +194,7 @@ def main(argv=None):
                 f"at 0.1 to 0.5 bit, worst case over the inputs.\n\n")
         f.write("## Worst case over the inputs\n\n| codec | params | unbiased | rate range | worst ratio | worst input |\n"
                 "|---|---|---|---|---|---|\n")
-        for name, params in POINTS:
+        for name, params in points:
             mine = [r for r in rows if r["codec"] == name and r["params"] == repr(params)]
             worst = max(mine, key=lambda r: float(r["ratio_to_bound"]))
             rates = [r["rate"] for r in mine]
