@@ -105,7 +105,7 @@ class Adaptive(Codec):
         c, top, lam = self.choose(x)
         if c == 0:
             data, nbits = self.sparse.encode_sparse(x, key, top, lam)
-        elif c == 1 and self.rotated is not None:
+        elif self.constructions[c] is self.rotated:
             # one quantization, both coders of its pattern: the shorter is sent (the decoded vector is the same)
             q = self.rotated.quantize(x, key)
             payloads = [self.constructions[i]._payload(*q) for i in (1, 2)]

@@ -412,12 +412,12 @@ class SparseDither(SparseDecodeCodec):
             return
         if nbits < 1:
             raise DecodeError("sparse_dither: payload lacks its choice bit")
-        rotated, inner, _ = split_field(data, nbits, 1)
+        rotated, inner, n = split_field(data, nbits, 1)
         if rotated:
-            y = self.dense.decode(inner.view(np.uint8), nbits - 1, d, key)
+            y = self.dense.decode(inner.view(np.uint8), n, d, key)
             if add:
                 add_into(out, y)
             else:
                 out[:] = y
             return
-        _read(inner, nbits - 1, d, self.levels, out, add)
+        _read(inner, n, d, self.levels, out, add)
