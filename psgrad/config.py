@@ -45,6 +45,7 @@ class TaskConfig:
     local_epochs: float = 0.0       # ... or passes over the local data (steps = ceil(epochs * size / batch))
     local_lr: float = 1.0           # the local steps' learning rate
     local_momentum: float = 0.0     # the local steps' heavy-ball momentum
+    eval: str = "all"               # all | test: evaluation skips the training set (no train_loss/train_accuracy)
     params: dict = field(default_factory=dict)  # a plugin task's own parameters (built-ins take none)
 
 
@@ -147,6 +148,7 @@ class Config:
 SECTIONS = {f.name: f.type for f in fields(Config)}
 _CHOICES = {
     ("task", "partition"): ("iid", "dirichlet", "classes"),
+    ("task", "eval"): ("all", "test"),
     ("task", "device"): ("cpu", "cuda", "auto"),
     ("scheme", "granularity"): ("model", "tensor"),
     ("optim", "schedule"): ("constant", "cosine", "step"),

@@ -37,7 +37,8 @@ TASKS = {
 
 def make_task(cfg, n_agents, seed):
     """Build task ``cfg.name`` (built-in, ``package.module:attr`` or entry point) for ``n_agents`` agents;
-    a deterministic function of ``(cfg, n_agents, seed)``."""
+    a deterministic function of ``(cfg, n_agents, seed)``. With ``cfg.eval == "test"`` it evaluates on
+    held-out data only (``Task.skip_train_metrics``)."""
     found = resolve("task", TASKS, cfg.name, Task)
     if cfg.params and not found.plugin:
         raise ConfigError(f"task {cfg.name!r} takes no task.params (its parameters are the other task.* keys); "
@@ -48,7 +49,10 @@ def make_task(cfg, n_agents, seed):
         raise ConfigError(f"l2 must be >= 0, got l2={cfg.l2}")
     if n_agents < 1:
         raise ConfigError(f"need at least one agent, got {n_agents=}")
-    return construct(found, Task, cfg, int(n_agents), int(seed))
+    task = construct(found, Task, cfg, int(n_agents), int(seed))
+    if cfg.eval == "test":
+        task.skip_train_metrics()
+    return task
 
 
 def names():

@@ -256,12 +256,12 @@ def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
     assert comparison.seeds >= 5
     if comparison.target.count == "uplink":  # the README's summary: grids that bracket, a stated network, PowerSGD
         assert comparison.grid_policy == "extend" and comparison.points[0].cfg.clock.enabled
-        if comparison.points[0].cfg.task.name == "mlp":
+        if comparison.points[0].cfg.task.name in ("mlp", "cnn"):
             assert "powersgd" in {c.label for c in comparison.contenders}
     check_target(comparison, 1)  # builds every scheme and codec and checks the target metric exists
     assert comparison.out.parent == Path("results/compare") and comparison.out.name == path.stem
     # The MNIST comparisons (docs/tpc.md) evaluate every other round: 5 seeds of d = 25450 on one core.
-    mnist = path.stem.startswith("mlp_mnist")
+    mnist = "_mnist_" in path.stem
     assert all(p.cfg.run.eval_every == (2 if mnist else 1) for p in comparison.points)
     labels = {c.label for c in comparison.contenders}
     if mnist:  # the strongest baselines, PowerSGD, and the strongest also on the agents' moving average

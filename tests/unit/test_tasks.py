@@ -375,6 +375,20 @@ def test_evaluate_returns_exactly_the_metric_names():
     assert "test_accuracy" in build("logreg_iris").metric_names
 
 
+def test_eval_test_skips_the_training_pass_and_keeps_the_held_out_metrics_exact():
+    cfg = TaskConfig(name="logreg", dataset="digits", partition="iid", l2=0.01)
+    full, held_out = make_task(cfg, 4, seed=3), make_task(replace(cfg, eval="test"), 4, seed=3)
+    assert held_out.metric_names == ("test_loss", "test_accuracy")
+    w = full.init_params() + np.float32(0.01) * np.arange(full.d, dtype=np.float32) % 7
+    calls = []
+    held_out.module.register_forward_hook(lambda m, inputs, out: calls.append(len(inputs[0])))
+    metrics = held_out.evaluate(w)
+    assert calls == [len(held_out._y_test)]  # one forward pass, over the held-out data only
+    assert metrics == {k: v for k, v in full.evaluate(w).items() if k.startswith("test_")}
+    with pytest.raises(ConfigError, match="task.eval=test evaluates on held-out data only.*test_fraction=0"):
+        make_task(replace(cfg, eval="test", test_fraction=0.0), 4, seed=3)
+
+
 # Errors -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg,message", [
