@@ -184,11 +184,22 @@ def reflect_rows(V, W, off, f, sg, back, out):
                 out[b0 + l, i] = zt[i * 8 + l]
 
 
+@functools.lru_cache(maxsize=16)
+def _reflections(key, m):
+    """``householder_haar(key, m)``, read-only, for the last 16 keys: in one process (the local transport)
+    the server's decode draws the ``m^2 / 2`` normals of the agent's encode again, which at ``B < m``
+    blocks cost more than turning the blocks (2 MB per key at ``m = 1024``)."""
+    refl = householder_haar(key, m)
+    for a in refl:
+        a.flags.writeable = False
+    return refl
+
+
 def haar_turn(key, m, B):
     """The round's turn for ``B`` blocks of ``m``: ``(W, off, f, sg, U, UT)``, the reflections and, where
     ``B >= m`` makes building them cheaper than applying the reflections block by block, the dense ``U``
     and ``U^T`` (else 0 x 0)."""
-    refl = householder_haar(key, m)
+    refl = _reflections(key, m)
     if B < m:
         empty = np.zeros((0, 0), np.float32)
         return refl + (empty, empty)
