@@ -195,6 +195,11 @@ def _reflections(key, m):
     return refl
 
 
+def forget_turns():
+    """Empty the cache of reflections (``_reflections``)."""
+    _reflections.cache_clear()
+
+
 def haar_turn(key, m, B):
     """The round's turn for ``B`` blocks of ``m``: ``(W, off, f, sg, U, UT)``, the reflections and, where
     ``B >= m`` makes building them cheaper than applying the reflections block by block, the dense ``U``
