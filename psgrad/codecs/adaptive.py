@@ -9,7 +9,7 @@ Constructions at the budget ``rate`` (bits per coordinate):
    shorter payload for this message: Golomb gaps (index 1) or rANS
    (``rotated_entropy``, index 2);
 3. the unbiased spherical trellis code (``spherical``, ``code="trellis"``,
-   blocks of 128, 3 gain bits) at ``b = 2`` bits per coordinate when
+   blocks of 256, 4 gain bits) at ``b = 2`` bits per coordinate when
    ``rate >= 2``, at ``b = 1`` when ``1 <= rate < 2`` (index 1 when there is
    no rotated construction).
 
@@ -50,7 +50,7 @@ from .spherical import Spherical
 
 
 class Adaptive(Codec):
-    """``adaptive(rate=0.25, m=1024, states=32)``: unbiased, 0.02 to 3 bits per coordinate.
+    """``adaptive(rate=0.25, m=1024, states=256)``: unbiased, 0.02 to 3 bits per coordinate.
 
     ``rate``: the budget in bits per coordinate (each construction is set for
     it; the measured rate depends on the construction chosen); ``m``: block of
@@ -60,7 +60,7 @@ class Adaptive(Codec):
     name = "adaptive"
     unbiased = True
 
-    def __init__(self, rate=0.25, m=1024, states=32):
+    def __init__(self, rate=0.25, m=1024, states=256):
         if not 0.02 <= rate <= 3.0:
             raise ValueError(f"rate must be in [0.02, 3], got {rate=}")
         super().__init__(rate=rate, m=m, states=states)
@@ -74,7 +74,7 @@ class Adaptive(Codec):
         self.trellis = None
         if self.rate >= 1.0:
             b = 2 if self.rate >= 2.0 else 1
-            self.trellis = Spherical(code="trellis", m=128, bits=128 * b, gain_bits=3, states=states)
+            self.trellis = Spherical(code="trellis", m=256, bits=256 * b, gain_bits=4, states=states)
             self.constructions.append(self.trellis)
         self.width = int(len(self.constructions) - 1).bit_length()
 

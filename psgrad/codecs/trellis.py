@@ -30,7 +30,9 @@ from numba import njit
 
 # states -> (g0, g1): least squared error on 2^14 Gaussian samples (search_generators, seed 0)
 CODES = {4: (0b10, 0b111), 8: (0b10, 0b1101), 16: (0b1010, 0b11111), 32: (0b11010, 0b101011),
-         64: (0b110010, 0b1001101)}
+         64: (0b110010, 0b1001101),
+         # 128 and 256 states: search_generators(states, LEVELS[1, 64], n=2**14), the same exhaustive search
+         128: (0b1001010, 0b11110001), 256: (0b10000110, 0b101001001)}
 
 # (rate, states) -> positive half of the symmetric alphabet for unit-variance Gaussian input
 # (train_levels, 15 iterations on 2^16 samples, seed 0); level j of the full sorted alphabet is in subset j mod 4
@@ -40,6 +42,9 @@ _HALF = {
     (2, 4): [0.2028, 0.6190, 1.0903, 1.8832], (2, 8): [0.1931, 0.6029, 1.0685, 1.8750],
     (2, 16): [0.2061, 0.5876, 1.0745, 1.8752], (2, 32): [0.1924, 0.5899, 1.0615, 1.8807],
     (2, 64): [0.2010, 0.5753, 1.0788, 1.8956],
+    # trained from the 64-state alphabet
+    (1, 128): [0.2649, 1.2242], (2, 128): [0.1917, 0.5651, 1.0658, 1.8884],
+    (1, 256): [0.2507, 1.2246], (2, 256): [0.1802, 0.5709, 1.0629, 1.8898],
 }
 LEVELS = {k: np.concatenate((-np.array(v[::-1]), np.array(v))) for k, v in _HALF.items()}
 

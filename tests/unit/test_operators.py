@@ -128,7 +128,7 @@ def test_trellis_viterbi_finds_the_least_error_path_of_an_exhaustive_search():
     assert abs(np.sum((z - out) ** 2) - best) < 1e-5 and abs(err - best) < 1e-4
 
 
-@pytest.mark.parametrize("rate,states", [(1, 8), (2, 4), (1, 64)])
+@pytest.mark.parametrize("rate,states", [(1, 8), (2, 4), (1, 64), (2, 256)])
 def test_blocks_searched_side_by_side_get_the_paths_of_a_block_by_block_search(rate, states):
     from psgrad.codecs.spherical_trellis import GROUP, encode_blocks
     from psgrad.codecs.trellis import CODES, LEVELS, tcq_block, trellis_tables
@@ -161,6 +161,21 @@ def test_turn_of_blocks_adds_its_terms_in_order_like_a_scalar_loop():
     out = np.empty((5, 7), np.float32)
     turn_rows(V, M, out)
     assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("rate", [1, 2])
+def test_every_doubling_of_the_trellis_states_lowers_the_error_on_fresh_gaussian_samples(rate):
+    # samples the tables were not searched or trained on; D(R) = 4^-R is the bound
+    from psgrad.codecs.trellis import CODES, LEVELS, tcq_block, trellis_tables
+    n = 1 << 14
+    z = np.random.default_rng(99).standard_normal(n)
+    errs = []
+    for states in sorted(CODES):
+        label, nxt = trellis_tables(states, *CODES[states])
+        errs.append(tcq_block(z, LEVELS[rate, states], label, nxt, np.empty(n, np.int64),
+                              np.empty((n, states), np.uint8), np.empty(states), np.empty(states)) / n)
+    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert 1.0 < errs[-1] * 4.0 ** rate < (1.12 if rate == 1 else 1.28), errs
 
 
 def test_trellis_reaches_its_published_gain_over_scalar_quantization_at_one_bit():
