@@ -261,9 +261,17 @@ def test_every_shipped_comparison_is_valid_fair_and_evaluates_every_round(path):
     check_target(comparison, 1)  # builds every scheme and codec and checks the target metric exists
     assert comparison.out.parent == Path("results/compare") and comparison.out.name == path.stem
     # The MNIST comparisons (docs/tpc.md) evaluate every other round: 5 seeds of d = 25450 on one core.
-    mnist = "_mnist_" in path.stem
-    assert all(p.cfg.run.eval_every == (2 if mnist else 1) for p in comparison.points)
+    # Shakespeare (a GRU over 80-character windows, 10 clients x 5 local steps a round) every fourth.
+    mnist, shakespeare = "_mnist_" in path.stem, path.stem.startswith("charlm")
+    every = 4 if shakespeare else 2 if mnist else 1
+    assert all(p.cfg.run.eval_every == every for p in comparison.points)
     labels = {c.label for c in comparison.contenders}
+    if shakespeare:  # federated: cohorts of the clients, local steps, FedAvg's rule for absent clients
+        cfg = comparison.points[0].cfg
+        assert cfg.run.clients_per_round < cfg.run.clients and cfg.task.local_steps and cfg.run.absent == "skip"
+        assert {"fp32", "qsgd", "topk-ef21", "sparse_dither", "powersgd", "tpc-qsgd"} <= labels
+        assert {c.label for c in comparison.contenders if c.proposed} == {l for l in labels if l.startswith("tpc")}
+        return
     if mnist:  # the strongest baselines, PowerSGD, and the strongest also on the agents' moving average
         assert {"fp32", "qsgd-diana", "topk-ef21", "rotated_sign-ef21", "sparse_dither-diana",
                 "sparse_dither-diana-ema", "powersgd", "tpc-rotated_sign", "tpc-ema-rotated_sign"} <= labels
