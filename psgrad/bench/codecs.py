@@ -397,7 +397,8 @@ def _table(path, rows, speed, d, dominance=()):
     sizes = sorted({s["d"] for s in speed})
     lines += ["", f"## Speed (default parameters, one core, Gaussian input), ratios to memcpy", "",
               "memcpy = `np.copyto` of the float32 input into a warm buffer, timed in the same run; "
-              "best of repetitions in CPU time of this process (memcpy, encode and decode timed in turn in each) after a warm-up call.", "",
+              "best of repetitions in CPU time of this process (memcpy, encode and decode timed in turn in each) "
+              "after a warm-up call.", "",
               "| codec | " + " | ".join(f"encode d={n:.0e} | decode d={n:.0e}" for n in sizes)
               + " | target (d=1e7, encode / decode) | meets | why not |",
               "|---|" + "---|---|" * len(sizes) + "---|---|---|"]
