@@ -132,18 +132,22 @@ def ratio_cell(sweep, tpc, baseline, column):
 
 def title(source):
     """``logreg breast_cancer, Dirichlet(0.5), 64 agents, GD, train_loss <= 0.055``, from the comparison's base
-    (synthetic linreg: its heterogeneity, since each agent draws its own data and no partition applies)."""
+    (synthetic linreg: its heterogeneity, since each agent draws its own data and no partition applies; charlm:
+    a client per speaking role; a sampled cohort and local steps where the base has them)."""
     cfg = config_mod.from_dict(source.get("base") or {})
     t, r = cfg.task, cfg.run
     data = f"d={t.dim}" if t.name == "linreg" else t.dataset
     split = {"iid": "iid", "dirichlet": f"Dirichlet({t.alpha:g})", "classes": f"{t.classes_per_agent} classes"}
     synthetic = t.name == "linreg" and t.dataset in SYNTHETIC
-    split = f"heterogeneity {t.heterogeneity:g}" if synthetic else split[t.partition]
+    split = (f"heterogeneity {t.heterogeneity:g}" if synthetic else "a client per role" if t.name == "charlm"
+             else split[t.partition])
     agents = r.clients or (r.workers or 8) * r.agents_per_worker
+    cohort = f" ({r.clients_per_round} a round)" if r.clients_per_round else ""
+    steps = f", {t.local_steps} local steps" if t.local_steps else ""
     target = source["target"]
     direction = next(k for k in DIRECTIONS if k in target)
-    return (f"{t.name} {data}, {split}, {agents} agents, "
-            f"{'GD' if t.batch_size == 0 else f'SGD (batch {t.batch_size})'}, "
+    return (f"{t.name} {data}, {split}, {agents} agents{cohort}, "
+            f"{'GD' if t.batch_size == 0 else f'SGD (batch {t.batch_size}{steps})'}, "
             f"{target['metric']} {SIGNS[direction]} {target[direction]:g}")
 
 
